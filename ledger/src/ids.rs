@@ -1,0 +1,255 @@
+//! Identifiers: tenants, accounts, transfers and idempotency keys.
+//!
+//! Account and transfer ids are a type prefix and a ULID (`acct_01J…`, `xfer_01J…`), so they sort
+//! by creation time and say what they name. Every id is validated when parsed; none can contain
+//! the `#` that separates the parts of a store key, so no id can reach into another key space.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use ulid::Ulid;
+
+use crate::limits::{IDEMPOTENCY_KEY_LEN_MAX, TENANT_LEN_MAX};
+use crate::time::Timestamp;
+
+/// A tenant: lowercase letters, digits, `-` and `_`, starting with a letter or digit, at most
+/// [`TENANT_LEN_MAX`] bytes. The gateway takes it from a verified token, never from a request.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Validates a tenant id.
+    pub fn new(id: &str) -> Option<TenantId> {
+        let bytes = id.as_bytes();
+        let first_ok = bytes
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
+        (first_ok && rest_ok && bytes.len() <= TENANT_LEN_MAX).then(|| TenantId(id.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        TenantId::new(&s).ok_or_else(|| format!("invalid tenant id {s:?}"))
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(t: TenantId) -> String {
+        t.0
+    }
+}
+
+impl fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TenantId({})", self.0)
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Ulid);
+
+        impl $name {
+            /// The type prefix, including the underscore.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// Wraps a ULID.
+            pub fn from_ulid(ulid: Ulid) -> Self {
+                $name(ulid)
+            }
+
+            /// The creation time encoded in the id, in milliseconds since the epoch.
+            pub fn timestamp_ms(&self) -> u64 {
+                self.0.timestamp_ms()
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let rest = s
+                    .strip_prefix($prefix)
+                    .ok_or_else(|| format!("id must start with {:?}", $prefix))?;
+                if rest.len() != 26 {
+                    return Err("malformed id".to_owned());
+                }
+                Ulid::from_string(rest).map($name).map_err(|_| "malformed id".to_owned())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}{}", $prefix, self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}{}", $prefix, self.0)
+            }
+        }
+
+        /// Text (`acct_…`) in human-readable formats, the 128-bit ULID in binary ones.
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() { s.collect_str(self) } else { s.serialize_u128(self.0.0) }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let s = String::deserialize(d)?;
+                    s.parse().map_err(serde::de::Error::custom)
+                } else {
+                    u128::deserialize(d).map(|bits| $name(Ulid(bits)))
+                }
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// An account: `acct_` and a ULID.
+    AccountId,
+    "acct_"
+);
+prefixed_id!(
+    /// A transfer or journal entry: `xfer_` and a ULID.
+    TransferId,
+    "xfer_"
+);
+
+/// A client's `Idempotency-Key`: 1 to [`IDEMPOTENCY_KEY_LEN_MAX`] visible ASCII characters.
+/// Scoped by tenant: two tenants may use the same key independently.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Validates a key.
+    pub fn new(key: &str) -> Option<IdempotencyKey> {
+        let ok = !key.is_empty()
+            && key.len() <= IDEMPOTENCY_KEY_LEN_MAX
+            && key.bytes().all(|b| b.is_ascii_graphic());
+        ok.then(|| IdempotencyKey(key.to_owned()))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdempotencyKey({})", self.0)
+    }
+}
+
+/// Makes ids that sort in creation order within this process (a monotonic ULID generator).
+#[derive(Debug, Default)]
+pub struct IdGen {
+    inner: Mutex<ulid::Generator>,
+}
+
+impl IdGen {
+    /// A new generator.
+    pub fn new() -> IdGen {
+        IdGen::default()
+    }
+
+    fn next(&self, now: Timestamp) -> Ulid {
+        let mut generator = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match generator.generate_from_datetime(now.to_system_time()) {
+            Ok(ulid) => ulid,
+            // 2^80 ids in one millisecond: carry into the next millisecond instead of failing.
+            Err(overflow) => overflow.commit_overflow_increment(),
+        }
+    }
+
+    /// A new account id.
+    pub fn account(&self, now: Timestamp) -> AccountId {
+        AccountId(self.next(now))
+    }
+
+    /// A new transfer id.
+    pub fn transfer(&self, now: Timestamp) -> TransferId {
+        TransferId(self.next(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_tenant(id: &str, ok: bool) {
+        assert_eq!(TenantId::new(id).is_some(), ok, "{id:?}");
+    }
+
+    #[test]
+    fn tenants() {
+        check_tenant("acme", true);
+        check_tenant("acme-2_x", true);
+        check_tenant("9lives", true);
+        check_tenant("", false);
+        check_tenant("Acme", false);
+        check_tenant("-acme", false);
+        check_tenant("ac#me", false);
+        check_tenant("ac me", false);
+        check_tenant(&"a".repeat(TENANT_LEN_MAX), true);
+        check_tenant(&"a".repeat(TENANT_LEN_MAX + 1), false);
+    }
+
+    #[test]
+    fn prefixed_ids_round_trip() {
+        let ids = IdGen::new();
+        let now = Timestamp::from_micros(1_700_000_000_000_000);
+        let a = ids.account(now);
+        let text = a.to_string();
+        assert!(text.starts_with("acct_"));
+        assert_eq!(text.parse::<AccountId>(), Ok(a));
+        assert!(text.parse::<TransferId>().is_err());
+        assert!("acct_".parse::<AccountId>().is_err());
+        assert!(
+            "acct_01HZZZZZZZZZZZZZZZZZZZZZZZ#"
+                .parse::<AccountId>()
+                .is_err()
+        );
+        let b = ids.account(now);
+        assert!(b > a, "ids from one generator sort in creation order");
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert!(IdempotencyKey::new("k-1").is_some());
+        assert!(IdempotencyKey::new("").is_none());
+        assert!(IdempotencyKey::new("has space").is_none());
+        assert!(IdempotencyKey::new("naïve").is_none());
+        assert!(IdempotencyKey::new(&"k".repeat(IDEMPOTENCY_KEY_LEN_MAX)).is_some());
+        assert!(IdempotencyKey::new(&"k".repeat(IDEMPOTENCY_KEY_LEN_MAX + 1)).is_none());
+    }
+}

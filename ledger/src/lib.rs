@@ -1,0 +1,46 @@
+//! Strongroom's ledger: a double-entry ledger over a narrow, DynamoDB-shaped store.
+//!
+//! - [`Ledger`] is the typed service interface: accounts, transfers, journal entries, batches,
+//!   holds, reversals, balances, history, trial balance. It knows nothing of HTTP.
+//! - Writes go through group commit ([`commit`]): concurrent requests share one conditional
+//!   storage transaction. The decisions are made by a pure planner ([`plan`]) over a snapshot.
+//! - [`store::Store`] is the storage interface; [`store::sqlite::SqliteStore`] is the embedded
+//!   backend. Every record's place in the store is in [`layout`].
+//!
+//! Invariants: money is integers (no floats anywhere); every transfer balances per currency
+//! (checked when built, [`BalancedLegs`], and again on the whole batch before writing); nothing
+//! is acknowledged before its transaction returned; a replayed `Idempotency-Key` returns the
+//! stored outcome; a refused request writes nothing.
+
+#![warn(missing_docs)]
+
+pub mod account;
+pub mod codec;
+pub mod command;
+mod commit;
+pub mod error;
+pub mod ids;
+pub mod layout;
+pub mod limits;
+pub mod money;
+mod plan;
+mod service;
+pub mod store;
+pub mod time;
+pub mod transfer;
+pub mod trial;
+
+pub use account::{
+    Account, AccountStatus, BalanceConstraint, Balances, Metadata, NewAccount, Side, StatusAction,
+};
+pub use command::{BatchMode, Committed};
+pub use commit::{BARRIER_PAUSE_MAX, CommitConfig, CommitStats};
+pub use error::{BatchFailure, Error, Rejection, Result};
+pub use ids::{AccountId, IdempotencyKey, TenantId, TransferId};
+pub use money::{Amount, Currency};
+pub use service::{BalanceAt, Ledger, LedgerConfig, Listing, PageRequest};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use transfer::{
+    BalancedLegs, Entry, EntryKind, Hold, Leg, NewTransfer, Transfer, TransferState, VoidReason,
+};
+pub use trial::{CurrencyTotals, TrialBalance};

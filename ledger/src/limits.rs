@@ -1,0 +1,62 @@
+//! Every bound the ledger enforces, in one place.
+//!
+//! Each constant is the default or the hard ceiling for one limit; the ones that are configurable
+//! say so and are overridden through [`crate::CommitConfig`] or the gateway's configuration. Tests
+//! exercise each limit at its edge.
+
+/// Largest amount of a single leg or transfer, in minor units: `i64::MAX`, so that every amount
+/// also fits a signed 64-bit integer in any client language that has one.
+pub const AMOUNT_MAX: u64 = i64::MAX as u64;
+
+/// Most metadata entries on an account or transfer.
+pub const METADATA_KEYS_MAX: usize = 16;
+/// Longest metadata key, in bytes.
+pub const METADATA_KEY_LEN_MAX: usize = 64;
+/// Longest metadata value, in bytes.
+pub const METADATA_VALUE_LEN_MAX: usize = 512;
+
+/// Longest description or name, in bytes.
+pub const DESCRIPTION_LEN_MAX: usize = 512;
+/// Longest external reference, in bytes.
+pub const EXTERNAL_REF_LEN_MAX: usize = 128;
+/// Longest tenant id, in bytes.
+pub const TENANT_LEN_MAX: usize = 64;
+/// Longest `Idempotency-Key`, in bytes.
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
+
+/// Fewest legs of a journal entry.
+pub const LEGS_MIN: usize = 2;
+/// Most legs of a journal entry.
+pub const LEGS_MAX: usize = 64;
+
+/// Most transfers in one batch request.
+pub const BATCH_TRANSFERS_MAX: usize = 1000;
+
+/// Default page size of every list.
+pub const PAGE_LEN_DEFAULT: usize = 50;
+/// Largest page size a client may ask for.
+pub const PAGE_LEN_MAX: usize = 500;
+
+/// Shortest hold timeout, in seconds.
+pub const HOLD_TIMEOUT_S_MIN: u64 = 1;
+/// Longest hold timeout, in seconds (30 days).
+pub const HOLD_TIMEOUT_S_MAX: u64 = 30 * 24 * 3600;
+/// Partitions of the hold-expiry index; spreads expiry items over several store partitions.
+pub const HOLD_EXPIRY_SHARDS: u32 = 16;
+/// Most expired holds voided per sweep round.
+pub const HOLD_SWEEP_BATCH_MAX: usize = 256;
+
+/// Default depth of the group-commit queue (configurable); a full queue sheds load.
+pub const COMMIT_QUEUE_LEN_DEFAULT: usize = 4096;
+/// Default number of commands coalesced into one storage transaction (configurable).
+pub const COMMIT_BATCH_LEN_DEFAULT: usize = 512;
+/// Default time the committer waits for more commands after the first, in microseconds
+/// (configurable). Zero: commit what is queued as soon as the previous commit is done.
+pub const COMMIT_WAIT_US_DEFAULT: u64 = 0;
+/// Default number of times a batch is re-planned after a concurrent writer won a condition.
+pub const COMMIT_RETRIES_DEFAULT: u32 = 8;
+
+/// Most account heads a trial balance reads per page.
+pub const TRIAL_BALANCE_PAGE_LEN: usize = 500;
+/// Most collects a trial balance makes before it reports that writes never paused.
+pub const TRIAL_BALANCE_COLLECTS_MAX: u32 = 8;

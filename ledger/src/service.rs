@@ -1,0 +1,601 @@
+//! The ledger's typed service interface: what the gateway (or any other caller) uses.
+//!
+//! Writes go through the group committer; reads go straight to the store, strongly consistent.
+//! Every call is scoped by a tenant: there is no call that reads across tenants, except the
+//! operator's [`Ledger::trial_balance_all`].
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::account::{Account, Metadata, NewAccount, StatusAction};
+use crate::codec::decode;
+use crate::command::{BatchMode, Command, Committed, Op, Outcome};
+use crate::commit::{CommitConfig, CommitStats, Committer, Message};
+use crate::error::{Error, Rejection, Result};
+use crate::ids::{AccountId, IdGen, IdempotencyKey, TenantId, TransferId};
+use crate::layout;
+use crate::limits::{HOLD_EXPIRY_SHARDS, HOLD_SWEEP_BATCH_MAX, PAGE_LEN_DEFAULT, PAGE_LEN_MAX};
+use crate::money::Amount;
+use crate::store::{Query, Store};
+use crate::time::{Clock, Timestamp};
+use crate::transfer::{Entry, NewTransfer, Transfer};
+use crate::trial::{self, TrialBalance};
+
+/// Everything the ledger needs besides a store and a clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// Group commit bounds.
+    pub commit: CommitConfig,
+    /// How often expired holds are looked for; `None` turns the sweeper off (tests drive it).
+    pub hold_sweep_interval: Option<Duration>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            commit: CommitConfig::default(),
+            hold_sweep_interval: Some(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// A page request: how many, and where to continue.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Items wanted; `None` is [`PAGE_LEN_DEFAULT`]; more than [`PAGE_LEN_MAX`] is refused.
+    pub limit: Option<usize>,
+    /// A cursor from an earlier page of the same listing.
+    pub cursor: Option<String>,
+    /// Newest first.
+    pub descending: bool,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listing<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// The cursor of the next page, if there may be one.
+    pub next_cursor: Option<String>,
+}
+
+/// An account's balances at an instant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BalanceAt {
+    /// The account, as it is now.
+    pub account: Account,
+    /// The instant asked about.
+    pub at: Timestamp,
+    /// Balances after the last entry at or before `at` (zero before the first).
+    pub balances: crate::account::Balances,
+    /// Sequence of that entry; 0 if none.
+    pub entry_seq: u64,
+}
+
+/// The handle to a running ledger. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Released on shutdown, so that the store can close (and another can open its files).
+    store: RwLock<Option<Arc<dyn Store>>>,
+    clock: Arc<dyn Clock>,
+    tx: mpsc::Sender<Message>,
+    shutdown: watch::Sender<bool>,
+    stats: watch::Receiver<CommitStats>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Ledger {
+    /// Starts the committer (and the hold sweeper) on the current tokio runtime.
+    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: LedgerConfig) -> Ledger {
+        let (tx, rx) = mpsc::channel(config.commit.queue_len_max.max(1));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (stats_tx, stats) = watch::channel(CommitStats::default());
+        let committer = Committer {
+            store: store.clone(),
+            clock: clock.clone(),
+            ids: Arc::new(IdGen::new()),
+            config: config.commit,
+            rx,
+            shutdown: shutdown_rx.clone(),
+            stats: stats_tx,
+            last_now: Timestamp::EPOCH,
+            carry: None,
+        };
+        let mut tasks = vec![spawn_committer(committer)];
+        let ledger = Ledger {
+            inner: Arc::new(Inner {
+                store: RwLock::new(Some(store)),
+                clock,
+                tx,
+                shutdown,
+                stats,
+                tasks: Mutex::new(Vec::new()),
+            }),
+        };
+        if let Some(interval) = config.hold_sweep_interval {
+            tasks.push(tokio::spawn(sweep_loop(
+                ledger.clone(),
+                interval,
+                shutdown_rx,
+            )));
+        }
+        *ledger.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
+        ledger
+    }
+
+    /// Stops taking writes, finishes what is queued, waits for the background tasks, and
+    /// releases the store (reads fail with [`Error::ShuttingDown`] from then on).
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        let tasks =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+        let store = self
+            .inner
+            .store
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        // The last reference may close the store, which can block (SQLite copies its journal
+        // into the table): do that off the async threads.
+        if let Some(store) = store {
+            let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+        }
+    }
+
+    /// Whether the ledger can serve: the committer runs and the store answers.
+    pub async fn ready(&self) -> Result<()> {
+        if *self.inner.shutdown.borrow() || self.inner.tx.is_closed() {
+            return Err(Error::ShuttingDown);
+        }
+        self.store()?.ping().await.map_err(Error::Store)
+    }
+
+    /// Group commit statistics so far.
+    pub fn commit_stats(&self) -> CommitStats {
+        *self.inner.stats.borrow()
+    }
+
+    /// The store, until shutdown releases it.
+    fn store(&self) -> Result<Arc<dyn Store>> {
+        let store = self.inner.store.read().unwrap_or_else(|p| p.into_inner());
+        store.clone().ok_or(Error::ShuttingDown)
+    }
+
+    async fn submit(
+        &self,
+        tenant: &TenantId,
+        key: Option<IdempotencyKey>,
+        op: Op,
+    ) -> Result<Committed<Outcome>> {
+        let (reply, answer) = oneshot::channel();
+        let cmd = Command {
+            tenant: tenant.clone(),
+            key,
+            op,
+        };
+        self.inner
+            .tx
+            .try_send(Message::Execute(cmd, reply))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
+            })?;
+        answer.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    // ---- writes -------------------------------------------------------------------------------
+
+    /// Creates an account.
+    pub async fn create_account(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+        new: NewAccount,
+    ) -> Result<Committed<Account>> {
+        let committed = self
+            .submit(tenant, Some(key), Op::CreateAccount(new))
+            .await?;
+        expect_account(committed)
+    }
+
+    /// Freezes, unfreezes or closes an account.
+    pub async fn set_account_status(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+        account: AccountId,
+        action: StatusAction,
+    ) -> Result<Committed<Account>> {
+        let committed = self
+            .submit(tenant, Some(key), Op::SetStatus { account, action })
+            .await?;
+        expect_account(committed)
+    }
+
+    /// Posts a transfer or journal entry, or places a hold.
+    pub async fn create_transfer(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+        new: NewTransfer,
+    ) -> Result<Committed<Transfer>> {
+        let committed = self.submit(tenant, Some(key), Op::Transfer(new)).await?;
+        expect_transfer(committed)
+    }
+
+    /// Runs a batch of transfers in one commit. In atomic mode, any failure fails the call with
+    /// [`Error::BatchRejected`] and nothing posts; in independent mode each result stands alone.
+    pub async fn create_batch(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+        mode: BatchMode,
+        transfers: Vec<NewTransfer>,
+    ) -> Result<Committed<Vec<Result<Transfer, Rejection>>>> {
+        let committed = self
+            .submit(tenant, Some(key), Op::Batch { mode, transfers })
+            .await?;
+        match committed.value {
+            Outcome::Batch(results) => Ok(Committed {
+                value: results,
+                replayed: committed.replayed,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Posts a hold, in full (`amount` `None`) or in part.
+    pub async fn post_pending(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+        transfer: TransferId,
+        amount: Option<Amount>,
+    ) -> Result<Committed<Transfer>> {
+        expect_transfer(
+            self.submit(tenant, Some(key), Op::Post { transfer, amount })
+                .await?,
+        )
+    }
+
+    /// Voids a hold.
+    pub async fn void_pending(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+        transfer: TransferId,
+    ) -> Result<Committed<Transfer>> {
+        expect_transfer(
+            self.submit(tenant, Some(key), Op::Void { transfer })
+                .await?,
+        )
+    }
+
+    /// Reverses a posted transfer with a new, linked transfer.
+    pub async fn reverse(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+        transfer: TransferId,
+        description: Option<String>,
+        metadata: Metadata,
+    ) -> Result<Committed<Transfer>> {
+        let description = crate::account::check_text("description", description)?;
+        expect_transfer(
+            self.submit(
+                tenant,
+                Some(key),
+                Op::Reverse {
+                    transfer,
+                    description,
+                    metadata,
+                },
+            )
+            .await?,
+        )
+    }
+
+    /// Voids every hold whose timeout has passed; returns how many it voided.
+    pub async fn sweep_expired_holds(&self) -> Result<usize> {
+        let now = self.inner.clock.now();
+        let mut voided = 0;
+        for shard in 0..HOLD_EXPIRY_SHARDS {
+            let page = self
+                .store()?
+                .query(layout::holds_expired_by(shard, now, HOLD_SWEEP_BATCH_MAX))
+                .await?;
+            // Submitted together, the voids share group commits.
+            let mut voids = tokio::task::JoinSet::new();
+            for (tenant, transfer) in page
+                .items
+                .iter()
+                .filter_map(|i| layout::parse_hold_expiry(&i.key.sk))
+            {
+                let ledger = self.clone();
+                voids.spawn(async move {
+                    ledger
+                        .submit(&tenant, None, Op::ExpireHold { transfer })
+                        .await
+                });
+            }
+            while let Some(joined) = voids.join_next().await {
+                let committed =
+                    joined.map_err(|e| Error::Corrupt(format!("hold sweep task: {e}")))??;
+                if let Outcome::Transfer(_) = committed.value {
+                    voided += 1;
+                }
+            }
+        }
+        Ok(voided)
+    }
+
+    // ---- reads --------------------------------------------------------------------------------
+
+    /// One account.
+    pub async fn get_account(&self, tenant: &TenantId, id: &AccountId) -> Result<Account> {
+        let item = self
+            .store()?
+            .get(layout::account(tenant, id))
+            .await?
+            .ok_or(Error::NotFound)?;
+        decode(&item)
+    }
+
+    /// A tenant's accounts, oldest first.
+    pub async fn list_accounts(
+        &self,
+        tenant: &TenantId,
+        page: PageRequest,
+    ) -> Result<Listing<Account>> {
+        let query = list_query(layout::account_list(tenant), "acct_", &page)?;
+        let found = self.store()?.query(query).await?;
+        let ids: Vec<AccountId> = found.items.iter().map(decode).collect::<Result<_>>()?;
+        let heads = self
+            .store()?
+            .get_many(ids.iter().map(|id| layout::account(tenant, id)).collect())
+            .await?;
+        let items = heads
+            .iter()
+            .zip(&ids)
+            .map(|(head, id)| match head {
+                Some(item) => decode(item),
+                None => Err(Error::Corrupt(format!("listed account {id} has no head"))),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Listing {
+            items,
+            next_cursor: found.next.map(|sk| encode_cursor(&sk)),
+        })
+    }
+
+    /// One transfer.
+    pub async fn get_transfer(&self, tenant: &TenantId, id: &TransferId) -> Result<Transfer> {
+        let item = self
+            .store()?
+            .get(layout::transfer(tenant, id))
+            .await?
+            .ok_or(Error::NotFound)?;
+        decode(&item)
+    }
+
+    /// A tenant's transfers, oldest first.
+    pub async fn list_transfers(
+        &self,
+        tenant: &TenantId,
+        page: PageRequest,
+    ) -> Result<Listing<Transfer>> {
+        let query = list_query(layout::transfers(tenant), "xfer_", &page)?;
+        let found = self.store()?.query(query).await?;
+        let items = found.items.iter().map(decode).collect::<Result<_>>()?;
+        Ok(Listing {
+            items,
+            next_cursor: found.next.map(|sk| encode_cursor(&sk)),
+        })
+    }
+
+    /// An account's history: entries with the balances after each.
+    pub async fn entries(
+        &self,
+        tenant: &TenantId,
+        account: &AccountId,
+        page: PageRequest,
+    ) -> Result<Listing<Entry>> {
+        Ok(self.history(tenant, account, page).await?.1)
+    }
+
+    /// An account as it is now, and a page of its history.
+    pub async fn history(
+        &self,
+        tenant: &TenantId,
+        account: &AccountId,
+        page: PageRequest,
+    ) -> Result<(Account, Listing<Entry>)> {
+        // The account must exist (for this tenant) even when it has no entries.
+        let current = self.get_account(tenant, account).await?;
+        let base = layout::entries(tenant, account, 1);
+        let mut query = list_query(base.pk, "E#", &page)?;
+        query.from = base.from;
+        query.to = base.to;
+        let found = self.store()?.query(query).await?;
+        let items = found.items.iter().map(decode).collect::<Result<_>>()?;
+        let listing = Listing {
+            items,
+            next_cursor: found.next.map(|sk| encode_cursor(&sk)),
+        };
+        Ok((current, listing))
+    }
+
+    /// An account's balances as of an instant.
+    pub async fn balance_at(
+        &self,
+        tenant: &TenantId,
+        account: &AccountId,
+        at: Timestamp,
+    ) -> Result<BalanceAt> {
+        let current = self.get_account(tenant, account).await?;
+        let mut query = layout::entries_until(tenant, account, at, 1);
+        query.descending = true;
+        let found = self.store()?.query(query).await?;
+        let last: Option<Entry> = found.items.first().map(decode).transpose()?;
+        Ok(BalanceAt {
+            account: current,
+            at,
+            balances: last.as_ref().map(|e| e.balances).unwrap_or_default(),
+            entry_seq: last.map_or(0, |e| e.seq),
+        })
+    }
+
+    /// The tenant's trial balance: per currency, debits equal credits.
+    pub async fn trial_balance(&self, tenant: &TenantId) -> Result<TrialBalance> {
+        let _pause = self.pause_writes().await?;
+        trial::consistent(&*self.store()?, tenant, self.inner.clock.now()).await
+    }
+
+    /// The trial balance of every tenant, for operators.
+    pub async fn trial_balance_all(&self) -> Result<Vec<(TenantId, TrialBalance)>> {
+        let tenants = trial::tenants(&*self.store()?).await?;
+        let mut out = Vec::with_capacity(tenants.len());
+        for tenant in tenants {
+            let balance = self.trial_balance(&tenant).await?;
+            out.push((tenant, balance));
+        }
+        Ok(out)
+    }
+
+    /// Pauses this process's writes until the guard drops (at most the committer's bound).
+    async fn pause_writes(&self) -> Result<oneshot::Sender<()>> {
+        let (paused_tx, paused) = oneshot::channel();
+        let (resume, resume_rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Message::Barrier(paused_tx, resume_rx))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        paused.await.map_err(|_| Error::ShuttingDown)?;
+        Ok(resume)
+    }
+}
+
+/// Runs the committer on a thread of its own (with a single-threaded runtime), where the store
+/// may do blocking I/O inline: a batch's reads, checks and queueing then cost no thread handoff.
+/// The returned task ends when the committer does.
+fn spawn_committer(committer: Committer) -> JoinHandle<()> {
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("ledger-committer".into())
+        .spawn(move || {
+            crate::store::allow_blocking_here();
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(committer.run()),
+                Err(error) => tracing::error!(%error, "cannot start the committer's runtime"),
+            }
+            let _ = done_tx.send(());
+        });
+    if let Err(error) = thread {
+        tracing::error!(%error, "cannot start the committer thread");
+    }
+    tokio::spawn(async move {
+        let _ = done_rx.await;
+    })
+}
+
+async fn sweep_loop(ledger: Ledger, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match ledger.sweep_expired_holds().await {
+            Ok(0) => {}
+            Ok(voided) => tracing::info!(voided, "voided expired holds"),
+            Err(Error::ShuttingDown) => return,
+            Err(error) => tracing::warn!(%error, "hold sweep failed; will retry"),
+        }
+    }
+}
+
+fn expect_account(committed: Committed<Outcome>) -> Result<Committed<Account>> {
+    match committed.value {
+        Outcome::Account(a) => Ok(Committed {
+            value: a,
+            replayed: committed.replayed,
+        }),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn expect_transfer(committed: Committed<Outcome>) -> Result<Committed<Transfer>> {
+    match committed.value {
+        Outcome::Transfer(t) => Ok(Committed {
+            value: t,
+            replayed: committed.replayed,
+        }),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(outcome: &Outcome) -> Error {
+    let kind = match outcome {
+        Outcome::Account(_) => "account",
+        Outcome::Transfer(_) => "transfer",
+        Outcome::Batch(_) => "batch",
+        Outcome::Nothing => "nothing",
+    };
+    Error::Corrupt(format!(
+        "the committer answered with an unexpected {kind} outcome"
+    ))
+}
+
+/// Cursors are the last sort key of a page, base64url-encoded. They are checked against the
+/// listing they continue: a cursor from another listing is refused.
+fn encode_cursor(sk: &str) -> String {
+    URL_SAFE_NO_PAD.encode(sk)
+}
+
+fn decode_cursor(cursor: &str, prefix: &str) -> Result<String> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| Error::InvalidCursor)?;
+    let sk = String::from_utf8(bytes).map_err(|_| Error::InvalidCursor)?;
+    if !sk.starts_with(prefix) || sk.len() > 256 {
+        return Err(Error::InvalidCursor);
+    }
+    Ok(sk)
+}
+
+fn list_query(pk: String, prefix: &str, page: &PageRequest) -> Result<Query> {
+    let limit = page.limit.unwrap_or(PAGE_LEN_DEFAULT);
+    if limit == 0 || limit > PAGE_LEN_MAX {
+        return Err(Rejection::InvalidField {
+            field: "limit".into(),
+            reason: format!("between 1 and {PAGE_LEN_MAX}"),
+        }
+        .into());
+    }
+    let mut query = Query::prefix(pk, prefix, limit);
+    query.descending = page.descending;
+    query.after = page
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor(c, prefix))
+        .transpose()?;
+    Ok(query)
+}

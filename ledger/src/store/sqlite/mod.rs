@@ -1,0 +1,660 @@
+//! The embedded backend: SQLite, WAL, `synchronous=FULL`, with a journal in front.
+//!
+//! SQLite's WAL logs whole pages: a transaction that touches twenty accounts spread over the
+//! table writes and syncs twenty pages. So a write goes first to a journal, a second SQLite
+//! file with one append-only table: one row per transaction holding its writes, synced before
+//! the transaction is acknowledged. That sync covers a page or two, whatever the transaction
+//! touched. A background materializer then copies the journaled writes into the items table
+//! (the DynamoDB-shaped table reads are answered from) in large transactions, where a page
+//! touched by a thousand transfers is written once.
+//!
+//! Until then the writes live in an in-memory [`overlay::Overlay`] that every read consults
+//! first, so a write is visible as soon as it is durable. Conditions are checked against the
+//! overlay and the items table together, under the one writer lock. On open, journal rows the
+//! items table does not hold yet (`meta.applied_seq`) are replayed, so a crash at any point
+//! loses nothing that was acknowledged.
+//!
+//! The overlay is process-local, so one process owns the files: an exclusive lock on
+//! `<database>.lock` keeps a second one out.
+
+pub mod items;
+pub mod journal;
+pub mod overlay;
+pub mod schema;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+
+use self::overlay::Overlay;
+use self::schema::{ITEMS_MIGRATIONS, JOURNAL_MIGRATIONS, Role, configure, migrate};
+use super::{
+    Condition, Item, Key, Page, Query, Store, StoreError, StoreLimits, WriteOp, check_transaction,
+};
+
+/// Most actions in one SQLite transaction. Far above DynamoDB's 100: one atomic batch of 1000
+/// transfers writes about 5000 items.
+pub const SQLITE_TRANSACTION_ITEMS_MAX: usize = 65_536;
+/// Largest item body: SQLite's default blob limit is 1 GB; we keep to 8 MiB.
+pub const SQLITE_ITEM_BYTES_MAX: usize = 8 << 20;
+/// Read-only connections in the pool.
+pub const SQLITE_READERS: usize = 4;
+
+/// Bounds of the journal and the overlay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// How often the materializer copies the overlay into the items table.
+    pub materialize_interval: Duration,
+    /// Overlay items that wake the materializer before its interval.
+    pub materialize_items: usize,
+    /// Overlay items beyond which writers wait for the materializer (bounds memory).
+    pub overlay_items_max: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            materialize_interval: Duration::from_millis(500),
+            materialize_items: 100_000,
+            overlay_items_max: 1_000_000,
+        }
+    }
+}
+
+/// A SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    /// The writer's state and the signal between writers and the journal thread.
+    writer: Arc<(Mutex<Writer>, Condvar)>,
+    shared: Arc<Shared>,
+    kick: SyncSender<()>,
+    journal_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    materializer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held for the life of the store: one process owns the files.
+    _lock: File,
+}
+
+/// What the writer, the readers and the materializer thread share.
+#[derive(Debug)]
+struct Shared {
+    options: SqliteOptions,
+    overlay: RwLock<Overlay>,
+    /// Journal position the items table holds; rows up to it can go.
+    applied: AtomicU64,
+    /// Signalled after each materialization, for writers waiting for room.
+    room: (Mutex<()>, Condvar),
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn overlay(&self) -> std::sync::RwLockReadGuard<'_, Overlay> {
+        self.overlay.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn overlay_mut(&self) -> std::sync::RwLockWriteGuard<'_, Overlay> {
+        self.overlay.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Most transactions waiting for the journal; a writer beyond it waits.
+pub const JOURNAL_QUEUE_MAX: usize = 64;
+/// Most transactions in one journal commit (one sync).
+pub const JOURNAL_GROUP_MAX: usize = 64;
+
+/// What writers share with the journal thread, under one lock.
+#[derive(Debug)]
+struct Writer {
+    /// A read connection to the items table, for condition checks.
+    items: Connection,
+    next_seq: u64,
+    /// Versions written by transactions that passed their conditions and wait for the journal
+    /// (`None`: deleted), with the sequence that wrote them. Later transactions are checked
+    /// against them; readers never see them.
+    pending: std::collections::HashMap<Key, (u64, Option<u64>)>,
+    /// Transactions waiting for the journal, in sequence order.
+    queue: std::collections::VecDeque<Job>,
+    stop: bool,
+}
+
+/// A transaction whose conditions held, on its way to the journal.
+#[derive(Debug)]
+struct Job {
+    seq: u64,
+    record: Vec<u8>,
+    ops: Vec<WriteOp>,
+    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+pub(crate) fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+fn read_only(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(unavailable)?;
+    configure(&conn, Role::Reader)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` with default options.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens the store: takes the lock, migrates both files, replays the journal, starts the
+    /// materializer.
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let lock_path = sibling(path, ".lock");
+        let lock = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", lock_path.display())))?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Unavailable(format!("{} is in use by another process", path.display()))
+        })?;
+        let mut items_writer = Connection::open(path).map_err(unavailable)?;
+        configure(&items_writer, Role::ItemsWriter)?;
+        migrate(&items_writer, ITEMS_MIGRATIONS, "items")?;
+        let journal = Connection::open(sibling(path, "-journal.db")).map_err(unavailable)?;
+        configure(&journal, Role::JournalWriter)?;
+        migrate(&journal, JOURNAL_MIGRATIONS, "journal")?;
+        let applied = recover(&mut items_writer, &journal)?;
+        let next_seq = journal::last_seq(&journal)?.unwrap_or(applied).max(applied) + 1;
+        let readers = (0..SQLITE_READERS)
+            .map(|_| read_only(path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (kick, kicked) = sync_channel(1);
+        let shared = Arc::new(Shared {
+            options,
+            overlay: RwLock::new(Overlay::default()),
+            applied: AtomicU64::new(applied),
+            room: (Mutex::new(()), Condvar::new()),
+            stop: AtomicBool::new(false),
+        });
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("sqlite-materializer".into())
+                .spawn(move || materializer(&shared, items_writer, kicked))
+                .map_err(|e| StoreError::Unavailable(format!("materializer thread: {e}")))?
+        };
+        let writer = Arc::new((
+            Mutex::new(Writer {
+                items: read_only(path)?,
+                next_seq,
+                pending: std::collections::HashMap::new(),
+                queue: std::collections::VecDeque::new(),
+                stop: false,
+            }),
+            Condvar::new(),
+        ));
+        let journal_thread = {
+            let (shared, writer, kick) = (shared.clone(), writer.clone(), kick.clone());
+            std::thread::Builder::new()
+                .name("sqlite-journal".into())
+                .spawn(move || journal_writer(&shared, &writer, journal, &kick, applied))
+                .map_err(|e| StoreError::Unavailable(format!("journal thread: {e}")))?
+        };
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                readers,
+                next_reader: AtomicUsize::new(0),
+                writer,
+                shared,
+                kick,
+                journal_thread: Mutex::new(Some(journal_thread)),
+                materializer: Mutex::new(Some(thread)),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The items file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Waits until the materializer copied everything journaled so far into the items table
+    /// (at most `timeout`); for tests and operators.
+    pub fn materialize_now(&self, timeout: Duration) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let shared = &self.inner.shared;
+        let mut guard = shared.room.0.lock().unwrap_or_else(|p| p.into_inner());
+        while !shared.overlay().is_empty() {
+            if std::time::Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(
+                    "the materializer did not catch up in time".into(),
+                ));
+            }
+            let _ = self.inner.kick.try_send(());
+            let (g, _) = shared
+                .room
+                .1
+                .wait_timeout(guard, Duration::from_millis(20))
+                .unwrap_or_else(|p| p.into_inner());
+            guard = g;
+        }
+        Ok(())
+    }
+
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, &mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        run_blocking(move || {
+            let n = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            let mut conn = inner.readers[n].lock().unwrap_or_else(|p| p.into_inner());
+            f(&inner, &mut conn)
+        })
+        .await
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The journal first (it finishes what is queued), then the materializer (it copies
+        // everything into the items table).
+        {
+            let (lock, ready) = &*self.writer;
+            lock.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
+            ready.notify_all();
+        }
+        let journal = self
+            .journal_thread
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = journal {
+            let _ = thread.join();
+        }
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = self.kick.try_send(());
+        let thread = self
+            .materializer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Replays journal rows the items table does not hold; returns the position it now holds.
+fn recover(items_conn: &mut Connection, journal_conn: &Connection) -> Result<u64, StoreError> {
+    let applied = items::applied_seq(items_conn)?;
+    let rows = journal::rows_after(journal_conn, applied)?;
+    if rows.is_empty() {
+        journal::drop_up_to(journal_conn, applied)?;
+        return Ok(applied);
+    }
+    let decoded = rows
+        .iter()
+        .map(|(seq, bytes)| journal::decode(*seq, bytes).map(|ops| (*seq, ops)))
+        .collect::<Result<Vec<_>, _>>()?;
+    items::replay(items_conn, &decoded)?;
+    let applied = items::applied_seq(items_conn)?;
+    tracing::info!(
+        rows = decoded.len(),
+        applied,
+        "replayed the journal into the items table"
+    );
+    journal::drop_up_to(journal_conn, applied)?;
+    Ok(applied)
+}
+
+/// Copies the overlay into the items table; returns whether there was anything to copy.
+fn materialize(shared: &Shared, conn: &mut Connection) -> Result<bool, StoreError> {
+    let frozen = shared.overlay_mut().freeze();
+    let Some((layer, seq)) = frozen else {
+        return Ok(false);
+    };
+    items::materialize(conn, &layer, seq)?;
+    shared.applied.store(seq, Ordering::SeqCst);
+    shared.overlay_mut().thaw();
+    let _guard = shared.room.0.lock().unwrap_or_else(|p| p.into_inner());
+    shared.room.1.notify_all();
+    Ok(true)
+}
+
+/// The materializer thread: every interval, or when woken, copies the overlay into the items
+/// table. On stop it copies everything left, so a clean stop leaves the journal empty.
+fn materializer(shared: &Shared, mut conn: Connection, kicked: Receiver<()>) {
+    loop {
+        let stopping = match kicked.recv_timeout(shared.options.materialize_interval) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => shared.stop.load(Ordering::SeqCst),
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        loop {
+            match materialize(shared, &mut conn) {
+                Ok(true) if stopping => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "materializing the journal failed; will retry");
+                    break;
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Checks a transaction's conditions and queues it for the journal; the receiver answers once
+/// it is durable and visible.
+fn enqueue(inner: &Inner, ops: Vec<WriteOp>) -> Result<Durable, StoreError> {
+    wait_for_room(inner);
+    let (lock, ready) = &*inner.writer;
+    let mut writer = lock.lock().unwrap_or_else(|p| p.into_inner());
+    while writer.queue.len() >= JOURNAL_QUEUE_MAX && !writer.stop {
+        writer = ready.wait(writer).unwrap_or_else(|p| p.into_inner());
+    }
+    if writer.stop {
+        return Err(StoreError::Unavailable("the store is closing".into()));
+    }
+    check_conditions(inner, &mut writer, &ops)?;
+    let seq = writer.next_seq;
+    writer.next_seq += 1;
+    for op in &ops {
+        let version = match op {
+            WriteOp::Put { item, .. } => Some(item.version),
+            WriteOp::Delete { .. } => None,
+        };
+        writer.pending.insert(op.key().clone(), (seq, version));
+    }
+    let (done, durable) = tokio::sync::oneshot::channel();
+    writer.queue.push_back(Job {
+        seq,
+        record: journal::encode(&ops),
+        ops,
+        done,
+    });
+    ready.notify_all();
+    Ok(durable)
+}
+
+/// Answers when a queued transaction is durable and visible.
+type Durable = tokio::sync::oneshot::Receiver<Result<(), StoreError>>;
+
+/// The journal thread: takes every queued transaction (up to a bound), appends them in one
+/// synced journal commit, then shows them in the overlay and answers their writers. On a
+/// failed commit, every queued transaction fails too: each was checked against the ones before.
+fn journal_writer(
+    shared: &Shared,
+    writer: &(Mutex<Writer>, Condvar),
+    mut conn: Connection,
+    kick: &SyncSender<()>,
+    mut dropped_up_to: u64,
+) {
+    let (lock, ready) = writer;
+    loop {
+        let jobs: Vec<Job> = {
+            let mut w = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while w.queue.is_empty() {
+                if w.stop {
+                    return;
+                }
+                w = ready.wait(w).unwrap_or_else(|p| p.into_inner());
+            }
+            let n = w.queue.len().min(JOURNAL_GROUP_MAX);
+            w.queue.drain(..n).collect()
+        };
+        ready.notify_all();
+        let applied = shared.applied.load(Ordering::SeqCst);
+        let drop_up_to = (applied > dropped_up_to).then_some(applied);
+        let rows: Vec<(u64, &[u8])> = jobs.iter().map(|j| (j.seq, j.record.as_slice())).collect();
+        match journal::append(&mut conn, &rows, drop_up_to) {
+            Ok(()) => {
+                if let Some(upto) = drop_up_to {
+                    dropped_up_to = upto;
+                }
+                publish(shared, lock, kick, jobs);
+            }
+            Err(error) => {
+                tracing::error!(%error, "journal commit failed; failing every queued transaction");
+                let rest: Vec<Job> = {
+                    let mut w = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    w.pending.clear();
+                    w.queue.drain(..).collect()
+                };
+                ready.notify_all();
+                for job in jobs.into_iter().chain(rest) {
+                    let _ = job.done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Moves durable transactions from pending into the overlay, then answers their writers. Done
+/// under the writer lock, so that no condition check finds a key in neither place.
+fn publish(shared: &Shared, lock: &Mutex<Writer>, kick: &SyncSender<()>, jobs: Vec<Job>) {
+    let mut dones = Vec::with_capacity(jobs.len());
+    {
+        let mut w = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut overlay = shared.overlay_mut();
+        for job in jobs {
+            for op in &job.ops {
+                if w.pending
+                    .get(op.key())
+                    .is_some_and(|(seq, _)| *seq == job.seq)
+                {
+                    w.pending.remove(op.key());
+                }
+            }
+            overlay.apply(job.seq, job.ops);
+            dones.push(job.done);
+        }
+        if overlay.active_len() >= shared.options.materialize_items {
+            let _ = kick.try_send(());
+        }
+    }
+    for done in dones {
+        let _ = done.send(Ok(()));
+    }
+}
+
+fn wait_for_room(inner: &Inner) {
+    let shared = &inner.shared;
+    let full = || shared.overlay().len() >= shared.options.overlay_items_max;
+    if !full() {
+        return;
+    }
+    let _ = inner.kick.try_send(());
+    let mut guard = shared.room.0.lock().unwrap_or_else(|p| p.into_inner());
+    while full() {
+        let (g, _) = shared
+            .room
+            .1
+            .wait_timeout(guard, Duration::from_millis(10))
+            .unwrap_or_else(|p| p.into_inner());
+        guard = g;
+    }
+}
+
+fn check_conditions(inner: &Inner, writer: &mut Writer, ops: &[WriteOp]) -> Result<(), StoreError> {
+    let mut unknown: Vec<(usize, &Key)> = Vec::new();
+    let mut failed: Option<usize> = None;
+    {
+        let overlay = inner.shared.overlay();
+        for (index, op) in ops.iter().enumerate() {
+            let condition = condition_of(op);
+            if condition == Condition::None {
+                continue;
+            }
+            // Newest first: queued for the journal, then durable in the overlay, then the table.
+            let current = match writer.pending.get(op.key()) {
+                Some((_, version)) => Some(*version),
+                None => overlay.lookup(op.key()).map(|v| v.map(|i| i.version)),
+            };
+            match current {
+                Some(version) => {
+                    if !holds(condition, version) {
+                        failed = Some(failed.map_or(index, |f| f.min(index)));
+                    }
+                }
+                None => unknown.push((index, op.key())),
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        // Not in the overlay: the items table has the latest value (the materializer writes
+        // it there before it drops it from the overlay).
+        let keys: Vec<&Key> = unknown.iter().map(|(_, k)| *k).collect();
+        let versions = items::versions(&mut writer.items, &keys)?;
+        for ((index, _), version) in unknown.iter().zip(versions) {
+            if !holds(condition_of(&ops[*index]), version) {
+                failed = Some(failed.map_or(*index, |f| f.min(*index)));
+            }
+        }
+    }
+    match failed {
+        Some(index) => Err(StoreError::ConditionFailed { index }),
+        None => Ok(()),
+    }
+}
+
+fn condition_of(op: &WriteOp) -> Condition {
+    match op {
+        WriteOp::Put { condition, .. } | WriteOp::Delete { condition, .. } => *condition,
+    }
+}
+
+fn holds(condition: Condition, version: Option<u64>) -> bool {
+    match condition {
+        Condition::None => true,
+        Condition::NotExists => version.is_none(),
+        Condition::Version(expected) => version == Some(expected),
+    }
+}
+
+/// Runs SQLite work: inline on a thread that may block (the committer's), else on tokio's
+/// blocking pool.
+async fn run_blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    if super::blocking_allowed() {
+        return f();
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+}
+
+fn get_many(
+    inner: &Inner,
+    conn: &mut Connection,
+    keys: Vec<Key>,
+) -> Result<Vec<Option<Item>>, StoreError> {
+    let mut out: Vec<Option<Item>> = vec![None; keys.len()];
+    let mut unknown: Vec<usize> = Vec::new();
+    {
+        let overlay = inner.shared.overlay();
+        for (i, key) in keys.iter().enumerate() {
+            match overlay.lookup(key) {
+                Some(value) => out[i] = value.cloned(),
+                None => unknown.push(i),
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        let wanted: Vec<&Key> = unknown.iter().map(|&i| &keys[i]).collect();
+        for (i, item) in unknown.iter().zip(items::get_all(conn, &wanted)?) {
+            out[*i] = item;
+        }
+    }
+    Ok(out)
+}
+
+fn query(inner: &Inner, conn: &mut Connection, q: &Query) -> Result<Page, StoreError> {
+    let (low, high) = items::bounds(q);
+    let overlay = inner.shared.overlay().range(&q.pk, &low, &high);
+    if low >= high {
+        return Ok(Page::default());
+    }
+    let fetch = q.limit.saturating_add(overlay.len()).saturating_add(1);
+    let scanned = items::scan(conn, q, &low, &high, fetch)?;
+    Ok(items::merge_page(q, scanned, fetch, overlay))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn limits(&self) -> StoreLimits {
+        StoreLimits {
+            transaction_items_max: SQLITE_TRANSACTION_ITEMS_MAX,
+            item_bytes_max: SQLITE_ITEM_BYTES_MAX,
+        }
+    }
+
+    async fn transact_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        check_transaction(&ops, self.limits())?;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let durable = run_blocking(move || enqueue(&inner, ops)).await?;
+        durable
+            .await
+            .map_err(|_| StoreError::Unavailable("the journal stopped".into()))?
+    }
+
+    async fn get_many(&self, keys: Vec<Key>) -> Result<Vec<Option<Item>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_reader(move |inner, conn| get_many(inner, conn, keys))
+            .await
+    }
+
+    async fn query(&self, q: Query) -> Result<Page, StoreError> {
+        if q.limit == 0 {
+            return Err(StoreError::Invalid("query limit must be positive".into()));
+        }
+        self.with_reader(move |inner, conn| query(inner, conn, &q))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_reader(|_, conn| {
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+                .map_err(unavailable)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

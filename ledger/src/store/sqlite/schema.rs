@@ -1,0 +1,106 @@
+//! The two database files, their schemas and connection settings.
+//!
+//! `items` is the DynamoDB-shaped table every read is answered from. `journal` is the log that
+//! makes a write durable: one row per transaction, appended and synced before it is
+//! acknowledged. Both files are in WAL mode with `synchronous=FULL`. Each has its own schema
+//! version (`PRAGMA user_version`), and a build refuses a file newer than it knows.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::unavailable;
+use crate::store::StoreError;
+
+/// How long a connection waits for a lock held by another connection before failing.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Page cache per connection, in KiB.
+pub const SQLITE_CACHE_KIB: i64 = 64 * 1024;
+/// Journal WAL pages after which the journal writer checkpoints. The journal is small (rows
+/// are deleted once materialized), so its WAL stays short and is rewritten in place, which
+/// makes each sync cheaper than one that grows the file.
+pub const SQLITE_JOURNAL_CHECKPOINT_PAGES: i64 = 256;
+
+/// Migrations of the items file.
+pub const ITEMS_MIGRATIONS: &[&str] = &["CREATE TABLE items (
+        pk TEXT NOT NULL,
+        sk TEXT NOT NULL,
+        version INTEGER NOT NULL CHECK (version > 0),
+        body BLOB NOT NULL,
+        PRIMARY KEY (pk, sk)
+    ) WITHOUT ROWID;
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta (name, value) VALUES ('applied_seq', 0)"];
+
+/// Migrations of the journal file.
+pub const JOURNAL_MIGRATIONS: &[&str] =
+    &["CREATE TABLE journal (seq INTEGER PRIMARY KEY, ops BLOB NOT NULL)"];
+
+/// The schema version of the items file this build writes.
+pub const ITEMS_SCHEMA_VERSION: i64 = ITEMS_MIGRATIONS.len() as i64;
+/// The schema version of the journal file this build writes.
+pub const JOURNAL_SCHEMA_VERSION: i64 = JOURNAL_MIGRATIONS.len() as i64;
+
+/// What a connection is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Read-only access to the items file.
+    Reader,
+    /// The materializer: the only writer of the items file.
+    ItemsWriter,
+    /// The journal writer: the only writer of the journal file.
+    JournalWriter,
+}
+
+/// Applies the settings of a role.
+pub fn configure(conn: &Connection, role: Role) -> Result<(), StoreError> {
+    conn.busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .map_err(unavailable)?;
+    conn.pragma_update(None, "cache_size", -SQLITE_CACHE_KIB)
+        .map_err(unavailable)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    if role == Role::Reader {
+        return Ok(());
+    }
+    // WAL is a property of the file; FULL syncs the log at every commit.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+        .map_err(unavailable)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "journal_mode is {mode}, not wal"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(unavailable)?;
+    if role == Role::JournalWriter {
+        conn.pragma_update(None, "wal_autocheckpoint", SQLITE_JOURNAL_CHECKPOINT_PAGES)
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Brings a file's schema up to date.
+pub fn migrate(conn: &Connection, migrations: &[&str], what: &str) -> Result<(), StoreError> {
+    let latest = migrations.len() as i64;
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(unavailable)?;
+    if current > latest {
+        return Err(StoreError::Invalid(format!(
+            "the {what} file has schema version {current}; this build knows up to {latest}"
+        )));
+    }
+    for (i, sql) in migrations
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))
+        .map_err(unavailable)?;
+    }
+    Ok(())
+}

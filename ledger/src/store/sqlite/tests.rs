@@ -1,0 +1,264 @@
+//! Tests of the SQLite backend: the conformance suite in every state of the overlay, recovery
+//! from the journal, schema versions, and the one-process lock.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn options(materialize_interval: Duration) -> SqliteOptions {
+    SqliteOptions {
+        materialize_interval,
+        ..SqliteOptions::default()
+    }
+}
+
+fn put(pk: &str, sk: &str, version: u64, condition: Condition) -> WriteOp {
+    WriteOp::Put {
+        item: Item {
+            key: Key::new(pk, sk),
+            version,
+            body: format!("{pk}/{sk}/{version}").into_bytes(),
+        },
+        condition,
+    }
+}
+
+/// Copies the store's files as they are on disk right now: what a crash would leave behind.
+fn crash_copy(from: &Path, to_dir: &Path) -> std::path::PathBuf {
+    let dir = from.parent().expect("parent");
+    for entry in std::fs::read_dir(dir).expect("dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".lock") || name.ends_with("-shm") {
+            continue;
+        }
+        std::fs::copy(&path, to_dir.join(&name)).expect("copy");
+    }
+    to_dir.join(from.file_name().expect("name"))
+}
+
+#[tokio::test]
+async fn conformance_with_writes_in_the_overlay() {
+    // The materializer never runs during the suite: every write is answered from the overlay
+    // merged with the items table.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open_with(
+        &dir.path().join("ledger.db"),
+        options(Duration::from_secs(3600)),
+    )
+    .expect("open");
+    crate::store::conformance::run_all(&store)
+        .await
+        .expect("conformance");
+}
+
+#[tokio::test]
+async fn conformance_with_writes_materialized() {
+    // The materializer runs all the time: the same answers from the items table.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open_with(
+        &dir.path().join("ledger.db"),
+        options(Duration::from_millis(1)),
+    )
+    .expect("open");
+    crate::store::conformance::run_all(&store)
+        .await
+        .expect("conformance");
+}
+
+#[tokio::test]
+async fn queries_merge_overlay_and_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open_with(
+        &dir.path().join("ledger.db"),
+        options(Duration::from_secs(3600)),
+    )
+    .expect("open");
+    let ops = (0..10)
+        .map(|i| put("p", &format!("k{i:02}"), 1, Condition::NotExists))
+        .collect();
+    store.transact_write(ops).await.expect("write");
+    store
+        .materialize_now(Duration::from_secs(10))
+        .expect("materialize");
+    // In the overlay now: two deletes, one update, two new keys around and between.
+    let ops = vec![
+        WriteOp::Delete {
+            key: Key::new("p", "k03"),
+            condition: Condition::Version(1),
+        },
+        WriteOp::Delete {
+            key: Key::new("p", "k04"),
+            condition: Condition::Version(1),
+        },
+        put("p", "k05", 2, Condition::Version(1)),
+        put("p", "k00a", 1, Condition::NotExists),
+        put("p", "k99", 1, Condition::NotExists),
+    ];
+    store.transact_write(ops).await.expect("write");
+    let expected = [
+        "k00", "k00a", "k01", "k02", "k05", "k06", "k07", "k08", "k09", "k99",
+    ];
+    for descending in [false, true] {
+        for limit in [1, 2, 3, 7, 20] {
+            let mut seen = Vec::new();
+            let mut query = Query {
+                descending,
+                ..Query::prefix("p", "k", limit)
+            };
+            loop {
+                let page = store.query(query.clone()).await.expect("query");
+                assert!(page.items.len() <= limit);
+                seen.extend(page.items.iter().map(|i| (i.key.sk.clone(), i.version)));
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => break,
+                }
+            }
+            let mut want: Vec<(String, u64)> = expected
+                .iter()
+                .map(|sk| (sk.to_string(), if *sk == "k05" { 2 } else { 1 }))
+                .collect();
+            if descending {
+                want.reverse();
+            }
+            assert_eq!(seen, want, "limit {limit}, descending {descending}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_crash_before_materializing_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    let store = SqliteStore::open_with(&path, options(Duration::from_secs(3600))).expect("open");
+    store
+        .transact_write(vec![put("p", "a", 1, Condition::NotExists)])
+        .await
+        .expect("write");
+    store
+        .materialize_now(Duration::from_secs(10))
+        .expect("materialize");
+    store
+        .transact_write(vec![
+            put("p", "a", 2, Condition::Version(1)),
+            put("p", "b", 1, Condition::NotExists),
+        ])
+        .await
+        .expect("write");
+    store
+        .transact_write(vec![
+            WriteOp::Delete {
+                key: Key::new("p", "b"),
+                condition: Condition::Version(1),
+            },
+            put("p", "c", 1, Condition::NotExists),
+        ])
+        .await
+        .expect("write");
+    // The last two transactions are only in the journal (and the overlay).
+    let copy_dir = tempfile::tempdir().expect("tempdir");
+    let copy = crash_copy(&path, copy_dir.path());
+    let reopened =
+        SqliteStore::open_with(&copy, options(Duration::from_secs(3600))).expect("reopen");
+    let got = reopened
+        .get_many(vec![
+            Key::new("p", "a"),
+            Key::new("p", "b"),
+            Key::new("p", "c"),
+        ])
+        .await
+        .expect("read");
+    let versions: Vec<Option<u64>> = got.iter().map(|i| i.as_ref().map(|i| i.version)).collect();
+    assert_eq!(versions, vec![Some(2), None, Some(1)]);
+    // Replayed into the items table: the journal is empty and the next write continues it.
+    let journal = Connection::open(sibling(&copy, "-journal.db")).expect("journal");
+    assert_eq!(journal::last_seq(&journal).expect("seq"), None);
+    reopened
+        .transact_write(vec![put("p", "c", 2, Condition::Version(1))])
+        .await
+        .expect("write after replay");
+    drop(reopened);
+    let again = SqliteStore::open(&copy).expect("reopen again");
+    assert_eq!(
+        again
+            .get(Key::new("p", "c"))
+            .await
+            .expect("read")
+            .map(|i| i.version),
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn schema_is_versioned_and_the_files_have_one_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    let store = SqliteStore::open(&path).expect("open");
+    assert!(
+        matches!(SqliteStore::open(&path), Err(StoreError::Unavailable(m)) if m.contains("in use"))
+    );
+    let item = Item {
+        key: Key::new("p", "s"),
+        version: 1,
+        body: b"x".to_vec(),
+    };
+    store
+        .transact_write(vec![WriteOp::Put {
+            item: item.clone(),
+            condition: Condition::NotExists,
+        }])
+        .await
+        .expect("write");
+    drop(store);
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(
+        store.get(Key::new("p", "s")).await.expect("get"),
+        Some(item)
+    );
+    drop(store);
+    let conn = Connection::open(&path).expect("raw");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(version, schema::ITEMS_SCHEMA_VERSION);
+    let sync: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .expect("pragma");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(mode, "wal");
+    // A fresh connection's synchronous is the default; the store sets FULL (2) on its own.
+    assert!(sync >= 1);
+    conn.execute_batch(&format!(
+        "PRAGMA user_version = {}",
+        schema::ITEMS_SCHEMA_VERSION + 1
+    ))
+    .expect("bump");
+    drop(conn);
+    assert!(matches!(
+        SqliteStore::open(&path),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[test]
+fn writers_set_full_synchronous_and_wal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = Connection::open(dir.path().join("x.db")).expect("open");
+    configure(&conn, Role::JournalWriter).expect("configure");
+    let sync: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(sync, 2, "synchronous=FULL");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(mode, "wal");
+}

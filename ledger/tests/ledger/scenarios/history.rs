@@ -1,0 +1,162 @@
+//! Balances over time: an account's entries with running balances, and balances as of an
+//! instant.
+
+use std::time::Duration;
+
+use ledger::{AccountId, Balances, Entry, EntryKind, PageRequest, Side, Timestamp};
+
+use crate::{Harness, amount, bal, tenant, usd};
+
+/// Walks an account's entries with pages of `limit`, returning the sequence numbers page by page.
+async fn seq_pages(
+    h: &Harness,
+    account: AccountId,
+    limit: usize,
+    descending: bool,
+) -> Vec<Vec<u64>> {
+    let acme = tenant("acme");
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = PageRequest {
+            limit: Some(limit),
+            cursor,
+            descending,
+        };
+        let listing = h.ledger.entries(&acme, &account, page).await.unwrap();
+        out.push(listing.items.iter().map(|e| e.seq).collect());
+        match listing.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+}
+
+/// One expected entry: kind, side, amount, released, balances after.
+type Row = (EntryKind, Side, u64, u64, Balances);
+
+fn check_entries(entries: &[Entry], account: AccountId, expected: &[Row]) {
+    let got: Vec<Row> = entries
+        .iter()
+        .map(|e| (e.kind, e.side, e.amount, e.released, e.balances))
+        .collect();
+    assert_eq!(got, expected);
+    for (i, entry) in entries.iter().enumerate() {
+        assert_eq!(entry.account, account);
+        assert_eq!(entry.seq, i as u64 + 1);
+    }
+}
+
+#[tokio::test]
+async fn entries_carry_running_balances() {
+    use EntryKind::{Held, HoldPosted, HoldVoided, Posted};
+    use Side::{Credit, Debit};
+    let h = Harness::start();
+    let acme = tenant("acme");
+    let cash = h.cash(&acme, usd()).await;
+    let wallet = h.wallet(&acme, usd()).await;
+    let shop = h.merchant(&acme, usd()).await;
+    let funded = h.transfer(&acme, cash, wallet, 1000, usd()).await.unwrap();
+    let spent = h.transfer(&acme, wallet, shop, 300, usd()).await.unwrap();
+    let held = h.hold(&acme, wallet, shop, 200, usd(), 60).await.unwrap();
+    let post = h
+        .ledger
+        .post_pending(&acme, h.key(), held.id, Some(amount(150)));
+    post.await.unwrap();
+    let voided = h.hold(&acme, wallet, shop, 50, usd(), 60).await.unwrap();
+    h.ledger
+        .void_pending(&acme, h.key(), voided.id)
+        .await
+        .unwrap();
+
+    let all = h
+        .ledger
+        .entries(&acme, &wallet, PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(all.next_cursor, None);
+    check_entries(
+        &all.items,
+        wallet,
+        &[
+            (Posted, Credit, 1000, 0, bal(0, 1000, 0, 0)),
+            (Posted, Debit, 300, 0, bal(300, 1000, 0, 0)),
+            (Held, Debit, 200, 0, bal(300, 1000, 200, 0)),
+            (HoldPosted, Debit, 150, 200, bal(450, 1000, 0, 0)),
+            (Held, Debit, 50, 0, bal(450, 1000, 50, 0)),
+            (HoldVoided, Debit, 0, 50, bal(450, 1000, 0, 0)),
+        ],
+    );
+    let transfers: Vec<_> = all.items.iter().map(|e| e.transfer).collect();
+    let expected = [funded.id, spent.id, held.id, held.id, voided.id, voided.id];
+    assert_eq!(transfers, expected);
+    // The head agrees with the last entry.
+    let head = h.get(&acme, wallet).await;
+    assert_eq!(head.entry_seq, 6);
+    assert_eq!(head.balances, all.items[5].balances);
+    let shop_entries = h
+        .ledger
+        .entries(&acme, &shop, PageRequest::default())
+        .await
+        .unwrap();
+    check_entries(
+        &shop_entries.items,
+        shop,
+        &[
+            (Posted, Credit, 300, 0, bal(0, 300, 0, 0)),
+            (Held, Credit, 200, 0, bal(0, 300, 0, 200)),
+            (HoldPosted, Credit, 150, 200, bal(0, 450, 0, 0)),
+            (Held, Credit, 50, 0, bal(0, 450, 0, 50)),
+            (HoldVoided, Credit, 0, 50, bal(0, 450, 0, 0)),
+        ],
+    );
+
+    // Pages of two, both ways, each entry once.
+    let up = seq_pages(&h, wallet, 2, false).await;
+    assert_eq!(up, [vec![1, 2], vec![3, 4], vec![5, 6]]);
+    let down = seq_pages(&h, wallet, 2, true).await;
+    assert_eq!(down, [vec![6, 5], vec![4, 3], vec![2, 1]]);
+    let odd = seq_pages(&h, wallet, 4, true).await;
+    assert_eq!(odd, [vec![6, 5, 4, 3], vec![2, 1]]);
+    // An account without entries has an empty history.
+    let empty = h.cash(&acme, usd()).await;
+    assert_eq!(seq_pages(&h, empty, 2, false).await, [Vec::<u64>::new()]);
+}
+
+#[tokio::test]
+async fn balance_at_an_instant() {
+    let h = Harness::start();
+    let acme = tenant("acme");
+    let cash = h.cash(&acme, usd()).await;
+    let wallet = h.wallet(&acme, usd()).await;
+    h.clock.advance(Duration::from_secs(10));
+    let t1 = h.now();
+    h.transfer(&acme, cash, wallet, 100, usd()).await.unwrap();
+    h.clock.advance(Duration::from_secs(10));
+    let t2 = h.now();
+    h.transfer(&acme, cash, wallet, 50, usd()).await.unwrap();
+    h.hold(&acme, wallet, cash, 30, usd(), 60).await.unwrap();
+    h.clock.advance(Duration::from_secs(10));
+
+    let check = |at: Timestamp, balances: Balances, entry_seq: u64| {
+        let ledger = h.ledger.clone();
+        let acme = acme.clone();
+        async move {
+            let found = ledger.balance_at(&acme, &wallet, at).await.unwrap();
+            assert_eq!(found.at, at);
+            assert_eq!(found.balances, balances, "at {at:?}");
+            assert_eq!(found.entry_seq, entry_seq, "at {at:?}");
+            assert_eq!(found.account.id, wallet);
+            assert_eq!(found.account.balances, bal(0, 150, 30, 0));
+        }
+    };
+    let micros = |t: Timestamp, d: i64| Timestamp::from_micros(t.micros() + d);
+    check(Timestamp::from_micros(crate::START_US), bal(0, 0, 0, 0), 0).await;
+    check(micros(t1, -1), bal(0, 0, 0, 0), 0).await;
+    check(t1, bal(0, 100, 0, 0), 1).await;
+    check(micros(t1, 5_000_000), bal(0, 100, 0, 0), 1).await;
+    check(micros(t2, -1), bal(0, 100, 0, 0), 1).await;
+    check(t2, bal(0, 150, 30, 0), 3).await;
+    check(h.now(), bal(0, 150, 30, 0), 3).await;
+    check(Timestamp::EPOCH, bal(0, 0, 0, 0), 0).await;
+}
