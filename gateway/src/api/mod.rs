@@ -1,0 +1,234 @@
+//! The REST API: routes, the tower stack around them, and the OpenAPI description.
+//!
+//! Routes are registered through `utoipa-axum`, so each handler and its OpenAPI operation come
+//! from one annotation; `/openapi.json` serves the document built from the same registrations.
+//!
+//! The stack, outermost first (see [`router`]):
+//! 1. `edge`: request id (taken from `x-request-id` when well-formed, else a new ULID), a
+//!    span and an access log line, the request timeout (503 `timeout`), and the task-local
+//!    that problem bodies read their `request_id` and `instance` from.
+//! 2. catch-panic: a bug answers 500 `internal` instead of dropping the connection.
+//! 3. body limit: `DefaultBodyLimit`, enforced where the body is read (413 `payload-too-large`).
+//! 4. the handlers, whose extractors check token and scope, `Idempotency-Key`, and the body.
+
+pub mod accounts;
+pub mod dto;
+pub mod extract;
+pub mod ops;
+pub mod problem;
+pub mod transfers;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ledger::Ledger;
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use self::problem::{ApiError, ProblemKind, REQUEST, RequestContext};
+use crate::auth::Verifier;
+
+/// The header carrying the request id, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+/// Set on a response that replays an earlier request with the same `Idempotency-Key`.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Longest client-supplied request id kept; longer or odd ones are replaced.
+pub const REQUEST_ID_LEN_MAX: usize = 64;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The ledger.
+    pub ledger: Ledger,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// Set on shutdown: readiness turns false at once.
+    pub draining: AtomicBool,
+    /// End-to-end request timeout.
+    pub request_timeout: Duration,
+    /// Request body limit in bytes.
+    pub body_bytes_max: usize,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Strongroom",
+        description = "Double-entry ledger API. Every state-changing POST takes an `Idempotency-Key`; every error is an RFC 9457 problem."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(problem::Problem)),
+    tags(
+        (name = "accounts", description = "Accounts, balances, history"),
+        (name = "transfers", description = "Transfers, journal entries, batches, holds, reversals"),
+        (name = "operations", description = "Health and trial balance"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Every route and its OpenAPI operation, registered together.
+fn api_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::create_account, accounts::list_accounts))
+        .routes(routes!(accounts::get_account))
+        .routes(routes!(accounts::freeze_account))
+        .routes(routes!(accounts::unfreeze_account))
+        .routes(routes!(accounts::close_account))
+        .routes(routes!(accounts::get_balance))
+        .routes(routes!(accounts::list_entries))
+        .routes(routes!(
+            transfers::create_transfer,
+            transfers::list_transfers
+        ))
+        .routes(routes!(transfers::create_batch))
+        .routes(routes!(transfers::get_transfer))
+        .routes(routes!(transfers::post_transfer))
+        .routes(routes!(transfers::void_transfer))
+        .routes(routes!(transfers::reverse_transfer))
+        .routes(routes!(transfers::create_journal_entry))
+        .routes(routes!(ops::trial_balance))
+        .routes(routes!(ops::live))
+        .routes(routes!(ops::ready))
+}
+
+/// The OpenAPI 3.1 document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
+/// The whole application: routes, fallbacks, `/openapi.json`, and the stack around them.
+pub fn router(state: Arc<AppState>, body_bytes_max: usize) -> Router {
+    let (routes, doc) = api_routes().split_for_parts();
+    let doc_json: Arc<str> = doc.to_json().unwrap_or_default().into();
+    routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc_json.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        doc.to_string(),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { ApiError::new(ProblemKind::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ProblemKind::MethodNotAllowed,
+                "this route does not take this method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_bytes_max))
+        .layer(CatchPanicLayer::custom(panic_problem))
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
+        .with_state(state)
+}
+
+fn panic_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    ApiError::new(
+        ProblemKind::Internal,
+        "the request was refused; nothing was acknowledged",
+    )
+    .into_response()
+}
+
+fn request_id(req: &Request) -> String {
+    let given = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok());
+    match given {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= REQUEST_ID_LEN_MAX
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') =>
+        {
+            id.to_owned()
+        }
+        _ => ulid::Ulid::generate().to_string(),
+    }
+}
+
+async fn edge(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&req);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("request", request_id = %id, %method, %path, tenant = tracing::field::Empty);
+    let context = RequestContext {
+        request_id: id.clone(),
+        path,
+    };
+    let timeout = state.request_timeout;
+    let work = async move {
+        match tokio::time::timeout(timeout, next.run(req)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::new(
+                ProblemKind::Timeout,
+                format!(
+                    "no answer within {} ms; a write may still have been committed: retry with \
+                     the same Idempotency-Key to learn its outcome",
+                    timeout.as_millis()
+                ),
+            )
+            .retry_after(1)
+            .into_response(),
+        }
+    };
+    let mut response = REQUEST.scope(context, work).instrument(span.clone()).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let status = response.status().as_u16();
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    span.in_scope(|| tracing::info!(status, latency_us, "request"));
+    response
+}
+
+/// A JSON answer. API answers are never cached; a replay says so.
+pub fn reply<T: Serialize>(status: StatusCode, body: &T, replayed: bool) -> Response {
+    let bytes = match serde_json::to_vec(body) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::error!(%error, "response serialization failed");
+            return ApiError::new(ProblemKind::Internal, "the answer could not be written")
+                .into_response();
+        }
+    };
+    let mut response = (status, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if replayed {
+        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}

@@ -1,0 +1,436 @@
+//! Every error is an RFC 9457 problem: one type, one `IntoResponse`.
+//!
+//! [`ApiError`] is what handlers, extractors and the edge middleware fail with. Each
+//! [`ProblemKind`] has a stable `type` URI (`https://strongroom.dev/problems/<slug>`), a status
+//! and a title; clients branch on `type`. The body also carries `instance` (the request path)
+//! and `request_id`, which the edge middleware knows and sets through a task-local. Ledger
+//! rejections add their fields (`account`, `transfer`, ...) as extension members. 5xx bodies say
+//! what kind of failure happened and nothing of the internals, which go to the log.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::auth::AuthError;
+
+/// Base of every problem `type`.
+pub const PROBLEM_BASE: &str = "https://strongroom.dev/problems/";
+
+/// The media type of problems.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// What a request id and path are, for the current request.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// The request id (also in `x-request-id`).
+    pub request_id: String,
+    /// The request path.
+    pub path: String,
+}
+
+tokio::task_local! {
+    /// Set by the edge middleware around each request.
+    pub static REQUEST: RequestContext;
+}
+
+macro_rules! problem_kinds {
+    ($($kind:ident => ($status:ident, $slug:literal, $title:literal),)*) => {
+        /// Every kind of problem the API answers with.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum ProblemKind { $(#[doc = $title] $kind,)* }
+
+        impl ProblemKind {
+            /// Every kind, for documentation and tests.
+            pub const ALL: &'static [ProblemKind] = &[$(ProblemKind::$kind,)*];
+
+            /// HTTP status.
+            pub fn status(self) -> StatusCode {
+                match self { $(ProblemKind::$kind => StatusCode::$status,)* }
+            }
+
+            /// The last segment of the `type` URI.
+            pub fn slug(self) -> &'static str {
+                match self { $(ProblemKind::$kind => $slug,)* }
+            }
+
+            /// Short, human-readable summary; the same for every occurrence.
+            pub fn title(self) -> &'static str {
+                match self { $(ProblemKind::$kind => $title,)* }
+            }
+        }
+    };
+}
+
+problem_kinds! {
+    MalformedJson => (BAD_REQUEST, "malformed-json", "The body is not valid JSON"),
+    UnknownField => (BAD_REQUEST, "unknown-field", "The body has a field this endpoint does not take"),
+    MissingField => (BAD_REQUEST, "missing-field", "The body lacks a required field"),
+    InvalidType => (BAD_REQUEST, "invalid-type", "A field has the wrong type or value"),
+    UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "The body must be application/json"),
+    PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload-too-large", "The body is larger than the limit"),
+    ValidationFailed => (BAD_REQUEST, "validation-failed", "A field is out of its bounds"),
+    InvalidAmount => (BAD_REQUEST, "invalid-amount", "An amount is not a positive integer within bounds"),
+    InvalidParameter => (BAD_REQUEST, "invalid-parameter", "A query parameter is invalid"),
+    InvalidCursor => (BAD_REQUEST, "invalid-cursor", "The cursor does not belong to this listing"),
+    IdempotencyKeyRequired => (BAD_REQUEST, "idempotency-key-required", "This request needs an Idempotency-Key header"),
+    IdempotencyKeyInvalid => (BAD_REQUEST, "idempotency-key-invalid", "The Idempotency-Key must be 1 to 255 visible ASCII characters"),
+    IdempotencyKeyReused => (UNPROCESSABLE_ENTITY, "idempotency-key-reused", "The Idempotency-Key was used for a different request"),
+    Unauthorized => (UNAUTHORIZED, "unauthorized", "A valid bearer token is required"),
+    InsufficientScope => (FORBIDDEN, "insufficient-scope", "The token lacks the scope this route needs"),
+    NotFound => (NOT_FOUND, "not-found", "No such resource"),
+    MethodNotAllowed => (METHOD_NOT_ALLOWED, "method-not-allowed", "The route does not take this method"),
+    SameAccount => (UNPROCESSABLE_ENTITY, "same-account", "A transfer cannot debit and credit the same account"),
+    DuplicateAccount => (UNPROCESSABLE_ENTITY, "duplicate-account", "An account appears on more than one leg"),
+    LegCount => (UNPROCESSABLE_ENTITY, "leg-count", "A journal entry has too few or too many legs"),
+    Unbalanced => (UNPROCESSABLE_ENTITY, "unbalanced", "Debits and credits do not balance in a currency"),
+    HoldNeedsTwoLegs => (UNPROCESSABLE_ENTITY, "hold-needs-two-legs", "Only a plain two-leg transfer can be pending"),
+    UnknownAccount => (UNPROCESSABLE_ENTITY, "unknown-account", "An account named in the request does not exist"),
+    AccountFrozen => (UNPROCESSABLE_ENTITY, "account-frozen", "The account is frozen"),
+    AccountClosed => (UNPROCESSABLE_ENTITY, "account-closed", "The account is closed"),
+    CurrencyMismatch => (UNPROCESSABLE_ENTITY, "currency-mismatch", "The currency is not the account's"),
+    InsufficientFunds => (UNPROCESSABLE_ENTITY, "insufficient-funds", "The account's balance constraint refuses the transfer"),
+    BalanceOverflow => (UNPROCESSABLE_ENTITY, "balance-overflow", "A balance would overflow"),
+    PostExceedsHold => (UNPROCESSABLE_ENTITY, "post-exceeds-hold", "Cannot post more than the hold reserved"),
+    BatchRejected => (UNPROCESSABLE_ENTITY, "batch-rejected", "Transfers of an atomic batch failed; nothing was posted"),
+    BatchSize => (UNPROCESSABLE_ENTITY, "batch-size", "A batch holds 1 to 1000 transfers"),
+    TooLarge => (UNPROCESSABLE_ENTITY, "too-large", "The request needs more than one storage transaction holds"),
+    NotPending => (CONFLICT, "not-pending", "The transfer is not pending"),
+    HoldExpired => (CONFLICT, "hold-expired", "The hold has expired"),
+    NotPosted => (CONFLICT, "not-posted", "Only posted transfers can be reversed"),
+    AlreadyReversed => (CONFLICT, "already-reversed", "The transfer was already reversed"),
+    ExternalRefTaken => (CONFLICT, "external-ref-taken", "Another account has this external reference"),
+    InvalidTransition => (CONFLICT, "invalid-transition", "The account's status does not allow this change"),
+    AccountNotEmpty => (CONFLICT, "account-not-empty", "The account still has a balance or pending holds"),
+    Overloaded => (SERVICE_UNAVAILABLE, "overloaded", "Too many requests are waiting; retry later"),
+    Timeout => (SERVICE_UNAVAILABLE, "timeout", "The request took longer than the limit"),
+    Contention => (SERVICE_UNAVAILABLE, "contention", "Concurrent writers kept conflicting; retry"),
+    Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "Storage is unavailable; nothing was acknowledged"),
+    ShuttingDown => (SERVICE_UNAVAILABLE, "shutting-down", "The server is shutting down; retry elsewhere"),
+    Internal => (INTERNAL_SERVER_ERROR, "internal", "Internal error; nothing was acknowledged"),
+}
+
+impl ProblemKind {
+    /// The `type` URI.
+    pub fn type_uri(self) -> String {
+        format!("{PROBLEM_BASE}{}", self.slug())
+    }
+}
+
+/// An RFC 9457 problem body, as documented in the OpenAPI description.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// Stable URI of the problem kind.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Summary of the kind.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What happened this time.
+    pub detail: String,
+    /// The request path.
+    pub instance: String,
+    /// The request id, also in `x-request-id`.
+    pub request_id: String,
+}
+
+/// The API's one error type. Small (a kind, a detail, a pointer) so that results carrying it
+/// stay cheap on the success path.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The kind.
+    pub kind: ProblemKind,
+    /// What happened this time; never internals for 5xx.
+    pub detail: String,
+    more: Option<Box<Extensions>>,
+}
+
+/// The rarer parts of a problem.
+#[derive(Debug, Default)]
+struct Extensions {
+    /// Extension members of the body.
+    fields: Map<String, Value>,
+    /// Seconds after which a retry makes sense (503).
+    retry_after_s: Option<u32>,
+    /// For 401 and 403: the `WWW-Authenticate` challenge.
+    challenge: Option<String>,
+}
+
+impl ApiError {
+    /// A problem with a detail.
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            detail: detail.into(),
+            more: None,
+        }
+    }
+
+    fn more(&mut self) -> &mut Extensions {
+        self.more.get_or_insert_with(Default::default)
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, name: &str, value: Value) -> ApiError {
+        self.more().fields.insert(name.to_owned(), value);
+        self
+    }
+
+    /// Adds several extension members.
+    pub fn with_fields(mut self, fields: Map<String, Value>) -> ApiError {
+        self.more().fields.extend(fields);
+        self
+    }
+
+    /// A 503 that says when to come back.
+    pub fn retry_after(mut self, seconds: u32) -> ApiError {
+        self.more().retry_after_s = Some(seconds);
+        self
+    }
+
+    /// Sets the `WWW-Authenticate` challenge.
+    pub fn challenge(mut self, challenge: String) -> ApiError {
+        self.more().challenge = Some(challenge);
+        self
+    }
+
+    /// An extension member, if set.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.more.as_ref()?.fields.get(name)
+    }
+
+    /// The body as a JSON object.
+    pub fn body(&self) -> Value {
+        let (request_id, path) = REQUEST
+            .try_with(|r| (r.request_id.clone(), r.path.clone()))
+            .unwrap_or_else(|_| (String::new(), String::new()));
+        let mut body = Map::new();
+        body.insert("type".into(), Value::String(self.kind.type_uri()));
+        body.insert("title".into(), Value::String(self.kind.title().into()));
+        body.insert("status".into(), Value::from(self.kind.status().as_u16()));
+        body.insert("detail".into(), Value::String(self.detail.clone()));
+        body.insert("instance".into(), Value::String(path));
+        body.insert("request_id".into(), Value::String(request_id));
+        for (name, value) in self.more.iter().flat_map(|m| &m.fields) {
+            body.entry(name.clone()).or_insert_with(|| value.clone());
+        }
+        Value::Object(body)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut response = (self.kind.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(more) = self.more {
+            if let Some(seconds) = more.retry_after_s {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            if let Some(challenge) = more.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                headers.insert(header::WWW_AUTHENTICATE, challenge);
+            }
+        }
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        let challenge = match e {
+            AuthError::Missing => r#"Bearer realm="strongroom""#.to_owned(),
+            ref other => format!(
+                r#"Bearer realm="strongroom", error="invalid_token", error_description="{other}""#
+            ),
+        };
+        ApiError::new(ProblemKind::Unauthorized, e.to_string()).challenge(challenge)
+    }
+}
+
+impl From<ledger::Rejection> for ApiError {
+    fn from(r: ledger::Rejection) -> ApiError {
+        use ledger::Rejection as R;
+        let kind = match &r {
+            R::InvalidField { field, .. } if field == "limit" => ProblemKind::InvalidParameter,
+            R::InvalidField { .. } => ProblemKind::ValidationFailed,
+            R::LegCount { .. } => ProblemKind::LegCount,
+            R::DuplicateAccount { .. } => ProblemKind::DuplicateAccount,
+            R::SameAccount { .. } => ProblemKind::SameAccount,
+            R::Unbalanced { .. } => ProblemKind::Unbalanced,
+            R::HoldNeedsTwoLegs => ProblemKind::HoldNeedsTwoLegs,
+            R::UnknownAccount { .. } => ProblemKind::UnknownAccount,
+            R::AccountFrozen { .. } => ProblemKind::AccountFrozen,
+            R::AccountClosed { .. } => ProblemKind::AccountClosed,
+            R::CurrencyMismatch { .. } => ProblemKind::CurrencyMismatch,
+            R::InsufficientFunds { .. } => ProblemKind::InsufficientFunds,
+            R::BalanceOverflow { .. } => ProblemKind::BalanceOverflow,
+            R::NotPending { .. } => ProblemKind::NotPending,
+            R::HoldExpired { .. } => ProblemKind::HoldExpired,
+            R::PostExceedsHold { .. } => ProblemKind::PostExceedsHold,
+            R::NotPosted { .. } => ProblemKind::NotPosted,
+            R::AlreadyReversed { .. } => ProblemKind::AlreadyReversed,
+            R::ExternalRefTaken { .. } => ProblemKind::ExternalRefTaken,
+            R::InvalidTransition { .. } => ProblemKind::InvalidTransition,
+            R::AccountNotEmpty { .. } => ProblemKind::AccountNotEmpty,
+            R::BatchSize { .. } => ProblemKind::BatchSize,
+            R::TooLarge { .. } => ProblemKind::TooLarge,
+        };
+        ApiError::new(kind, r.to_string()).with_fields(rejection_fields(&r))
+    }
+}
+
+/// A rejection's own fields (`account`, `transfer`, `state`, ...) as extension members. Written
+/// out per variant: the wire names are part of the API contract, not of the storage format.
+pub fn rejection_fields(r: &ledger::Rejection) -> Map<String, Value> {
+    use ledger::Rejection as R;
+    let text = |v: &dyn std::fmt::Display| Value::String(v.to_string());
+    let debug = |v: &dyn std::fmt::Debug| Value::String(format!("{v:?}").to_ascii_lowercase());
+    let fields: Vec<(&str, Value)> = match r {
+        R::InvalidField { field, reason } => vec![("field", text(field)), ("reason", text(reason))],
+        R::LegCount { min, max } => vec![("min", Value::from(*min)), ("max", Value::from(*max))],
+        R::DuplicateAccount { account }
+        | R::SameAccount { account }
+        | R::UnknownAccount { account }
+        | R::AccountFrozen { account }
+        | R::AccountClosed { account }
+        | R::InsufficientFunds { account }
+        | R::BalanceOverflow { account }
+        | R::AccountNotEmpty { account } => vec![("account", text(account))],
+        R::Unbalanced { currency } => vec![("currency", text(currency))],
+        R::HoldNeedsTwoLegs => vec![],
+        R::CurrencyMismatch {
+            account,
+            account_currency,
+            currency,
+        } => vec![
+            ("account", text(account)),
+            ("account_currency", text(account_currency)),
+            ("currency", text(currency)),
+        ],
+        R::NotPending { transfer, state } | R::NotPosted { transfer, state } => {
+            vec![("transfer", text(transfer)), ("state", debug(state))]
+        }
+        R::HoldExpired { transfer } => vec![("transfer", text(transfer))],
+        R::PostExceedsHold {
+            transfer,
+            held,
+            requested,
+        } => vec![
+            ("transfer", text(transfer)),
+            ("held", Value::from(*held)),
+            ("requested", Value::from(*requested)),
+        ],
+        R::AlreadyReversed {
+            transfer,
+            reversed_by,
+        } => {
+            vec![
+                ("transfer", text(transfer)),
+                ("reversed_by", text(reversed_by)),
+            ]
+        }
+        R::ExternalRefTaken { external_ref } => vec![("external_ref", text(external_ref))],
+        R::InvalidTransition {
+            account,
+            status,
+            action,
+        } => vec![
+            ("account", text(account)),
+            ("status", debug(status)),
+            ("action", debug(action)),
+        ],
+        R::BatchSize { max } => vec![("max", Value::from(*max))],
+        R::TooLarge { items, max } => {
+            vec![("items", Value::from(*items)), ("max", Value::from(*max))]
+        }
+    };
+    fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+impl From<ledger::Error> for ApiError {
+    fn from(e: ledger::Error) -> ApiError {
+        use ledger::Error as E;
+        match e {
+            E::Rejected(r) => r.into(),
+            E::BatchRejected(failures) => {
+                let errors: Vec<Value> = failures
+                    .iter()
+                    .map(|f| {
+                        let mut item = rejection_fields(&f.rejection);
+                        let kind = ApiError::from(f.rejection.clone()).kind;
+                        item.insert("index".into(), Value::from(f.index));
+                        item.insert("type".into(), Value::String(kind.type_uri()));
+                        item.insert("detail".into(), Value::String(f.rejection.to_string()));
+                        Value::Object(item)
+                    })
+                    .collect();
+                let detail = format!(
+                    "{} transfers of the atomic batch failed; nothing was posted",
+                    errors.len()
+                );
+                ApiError::new(ProblemKind::BatchRejected, detail)
+                    .with("errors", Value::Array(errors))
+            }
+            E::NotFound => ApiError::new(ProblemKind::NotFound, "no such resource"),
+            E::IdempotencyKeyReused => ApiError::new(
+                ProblemKind::IdempotencyKeyReused,
+                "this Idempotency-Key was used with a different request; use a new key",
+            ),
+            E::InvalidCursor => ApiError::new(
+                ProblemKind::InvalidCursor,
+                "the cursor does not belong to this listing",
+            ),
+            E::Overloaded => {
+                ApiError::new(ProblemKind::Overloaded, "the commit queue is full").retry_after(1)
+            }
+            E::Contention => ApiError::new(
+                ProblemKind::Contention,
+                "retry with the same Idempotency-Key",
+            )
+            .retry_after(1),
+            E::ShuttingDown => {
+                ApiError::new(ProblemKind::ShuttingDown, "the server is shutting down")
+                    .retry_after(1)
+            }
+            E::Store(error) => {
+                tracing::error!(%error, "store failure");
+                ApiError::new(
+                    ProblemKind::Unavailable,
+                    "retry with the same Idempotency-Key",
+                )
+                .retry_after(1)
+            }
+            E::Corrupt(why) => {
+                tracing::error!(%why, "invariant broken; request refused");
+                ApiError::new(
+                    ProblemKind::Internal,
+                    "the request was refused; nothing was acknowledged",
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_have_unique_slugs_and_error_statuses() {
+        let mut slugs: Vec<_> = ProblemKind::ALL.iter().map(|k| k.slug()).collect();
+        slugs.sort_unstable();
+        let before = slugs.len();
+        slugs.dedup();
+        assert_eq!(slugs.len(), before, "every problem kind has its own type");
+        for kind in ProblemKind::ALL {
+            assert!(
+                kind.status().is_client_error() || kind.status().is_server_error(),
+                "{kind:?}"
+            );
+        }
+    }
+}

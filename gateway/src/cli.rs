@@ -1,0 +1,272 @@
+//! The `strongroom` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use ledger::store::sqlite::SqliteStore;
+use ledger::{Ledger, LedgerConfig, SystemClock, TenantId};
+
+use crate::auth::DevIssuer;
+use crate::config::{Config, ConfigError, EnvSource, Layered, Mode, file_source};
+
+/// Exit status for an invalid configuration or refused usage (`EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+/// Longest dev token lifetime, in seconds.
+pub const DEV_TOKEN_TTL_S_MAX: u64 = 24 * 3600;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "strongroom",
+    version,
+    about = "Compliance-hardened API gateway and double-entry ledger"
+)]
+struct Cli {
+    /// Settings file (TOML, `name = value`); environment variables `STRONGROOM_*` override it.
+    #[arg(long, global = true, env = "STRONGROOM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serves the HTTPS API (gateway and ledger in one process).
+    Serve,
+    /// Prints a signed development token (dev mode only).
+    DevToken {
+        /// Tenant the token acts for.
+        #[arg(long)]
+        tenant: String,
+        /// Scope to grant; repeat for several (ledger:read, ledger:write).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// The token's subject.
+        #[arg(long, default_value = "dev-user")]
+        subject: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Prints the OpenAPI 3.1 document.
+    Openapi,
+    /// Checks that every tenant's books balance; exit status 1 if any does not.
+    TrialBalance {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command line; the process exits with the returned status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("strongroom: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command {
+        Command::Serve => run_async(serve(config)),
+        Command::DevToken {
+            tenant,
+            scopes,
+            subject,
+            ttl,
+        } => dev_token(&config, &tenant, &scopes, &subject, ttl),
+        Command::Openapi => {
+            println!(
+                "{}",
+                crate::api::openapi().to_pretty_json().unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::TrialBalance { json } => run_async(trial_balance(config, json)),
+    }
+}
+
+fn load_config(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+    let file = file.map(file_source).transpose()?;
+    let mut sources: Vec<&dyn crate::config::Source> = vec![&EnvSource];
+    if let Some(file) = &file {
+        sources.push(file);
+    }
+    Config::load(&Layered(sources))
+}
+
+fn run_async(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(work),
+        Err(e) => {
+            eprintln!("strongroom: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let _log = crate::logging::init(&config.log);
+    eprintln!(
+        "strongroom {} ({:?} mode)",
+        env!("CARGO_PKG_VERSION"),
+        config.mode
+    );
+    eprintln!("configuration:");
+    for line in config.to_string().lines() {
+        eprintln!("  {line}");
+    }
+    let running = match crate::server::start(&config).await {
+        Ok(running) => running,
+        Err(e) => {
+            eprintln!("strongroom: {e}");
+            let code = if matches!(e, crate::server::StartError::Config(_)) {
+                EXIT_CONFIG
+            } else {
+                1
+            };
+            return ExitCode::from(code);
+        }
+    };
+    let info = &running.info;
+    eprintln!("tls certificate: {}", info.cert.display());
+    eprintln!("  sha256 fingerprint: {}", info.fingerprint);
+    if let Some(kid) = &info.dev_kid {
+        eprintln!(
+            "dev token issuer: {} (kid {kid})",
+            DevIssuer::key_path(&config.data_dir).display()
+        );
+        eprintln!(
+            "  get a token: strongroom dev-token --tenant acme --scope ledger:read --scope ledger:write"
+        );
+    }
+    eprintln!("listening on https://{}", info.addr);
+    tracing::info!(addr = %info.addr, fingerprint = %info.fingerprint, "listening");
+    let stopper = running.stopper();
+    tokio::spawn(async move {
+        crate::server::signal().await;
+        let _ = stopper.send(true);
+    });
+    running.wait().await;
+    ExitCode::SUCCESS
+}
+
+fn dev_token(
+    config: &Config,
+    tenant: &str,
+    scopes: &[String],
+    subject: &str,
+    ttl: u64,
+) -> ExitCode {
+    if config.mode == Mode::Production {
+        eprintln!("strongroom: dev-token is refused in production mode");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let Some(tenant) = TenantId::new(tenant) else {
+        eprintln!("strongroom: invalid tenant {tenant:?} (lowercase letters, digits, - and _)");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    if ttl == 0 || ttl > DEV_TOKEN_TTL_S_MAX {
+        eprintln!("strongroom: --ttl must be between 1 and {DEV_TOKEN_TTL_S_MAX} seconds");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let issuer = match DevIssuer::ensure(&config.data_dir) {
+        Ok(issuer) => issuer,
+        Err(e) => {
+            eprintln!("strongroom: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let claims = DevIssuer::claims(&config.jwt_audience, subject, &tenant, scopes, ttl);
+    match issuer.sign(&claims) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("strongroom: cannot sign: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn trial_balance(config: Config, json: bool) -> ExitCode {
+    let path = config.database_path();
+    if !path.exists() {
+        eprintln!("strongroom: no database at {}", path.display());
+        return ExitCode::FAILURE;
+    }
+    let store = match SqliteStore::open(&path) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("strongroom: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ledger = Ledger::start(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        LedgerConfig {
+            commit: config.commit,
+            hold_sweep_interval: None,
+        },
+    );
+    let result = ledger.trial_balance_all().await;
+    ledger.shutdown().await;
+    let balances = match result {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("strongroom: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let all_balanced = balances.iter().all(|(_, b)| b.balanced());
+    if json {
+        let body: Vec<_> = balances
+            .iter()
+            .map(|(tenant, b)| {
+                serde_json::json!({ "tenant": tenant.as_str(), "trial_balance": crate::api::dto::TrialBalanceResponse::from(b) })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "balanced": all_balanced, "tenants": body })
+        );
+    } else {
+        println!(
+            "{:<20} {:<5} {:>8} {:>24} {:>24} {:>12}",
+            "tenant", "ccy", "accounts", "debits posted", "credits posted", "balanced"
+        );
+        for (tenant, b) in &balances {
+            for c in &b.currencies {
+                println!(
+                    "{:<20} {:<5} {:>8} {:>24} {:>24} {:>12}",
+                    tenant.as_str(),
+                    c.currency.code(),
+                    c.accounts,
+                    c.debits_posted,
+                    c.credits_posted,
+                    if c.balanced() { "yes" } else { "NO" }
+                );
+            }
+        }
+        println!(
+            "{}",
+            if all_balanced {
+                "every currency of every tenant sums to zero"
+            } else {
+                "UNBALANCED"
+            }
+        );
+    }
+    if all_balanced {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,455 @@
+//! Configuration: read once at start from the environment and an optional file, validated,
+//! printed.
+//!
+//! Every setting has a name (`listen`), an environment variable (`STRONGROOM_LISTEN`) and a
+//! default. The environment wins over the file; the file wins over the default. Zero
+//! configuration is a working development instance: SQLite under `./strongroom-data`, a
+//! self-signed certificate, a local dev token issuer, HTTPS on 127.0.0.1:8443. Production mode
+//! refuses to start without a real certificate and a real token issuer.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ledger::CommitConfig;
+use ledger::limits::{
+    COMMIT_BATCH_LEN_DEFAULT, COMMIT_QUEUE_LEN_DEFAULT, COMMIT_RETRIES_DEFAULT,
+    COMMIT_WAIT_US_DEFAULT,
+};
+
+/// Prefix of every environment variable.
+pub const ENV_PREFIX: &str = "STRONGROOM_";
+
+/// Default data directory (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "strongroom-data";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// Default token audience.
+pub const DEFAULT_JWT_AUDIENCE: &str = "strongroom";
+/// Default clock-skew leeway for `exp` and `nbf`, in seconds.
+pub const DEFAULT_JWT_LEEWAY_S: u64 = 30;
+/// Largest leeway accepted, in seconds.
+pub const JWT_LEEWAY_S_MAX: u64 = 300;
+/// Default request body limit: a 1000-transfer batch with modest metadata fits.
+pub const DEFAULT_BODY_BYTES_MAX: usize = 2 << 20;
+/// Default time a request may take, end to end.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Default time in-flight requests get to finish after SIGTERM or SIGINT.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 20_000;
+/// Default interval of the hold-expiry sweeper.
+pub const DEFAULT_HOLD_SWEEP_MS: u64 = 1_000;
+/// Default bound of the verified-token cache.
+pub const DEFAULT_TOKEN_CACHE_LEN_MAX: usize = 10_000;
+/// Default log filter.
+pub const DEFAULT_LOG: &str = "info";
+
+/// Development or production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Self-signed certificate and a local token issuer are allowed.
+    Dev,
+    /// Both are refused.
+    Production,
+}
+
+/// The whole configuration, typed and validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Dev or production.
+    pub mode: Mode,
+    /// Where the database, the generated certificate and the dev issuer key live.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// PEM certificate chain; generated in the data directory in dev mode when unset.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key, with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// JWKS file of the identity provider's public keys.
+    pub jwks_file: Option<PathBuf>,
+    /// The `iss` that tokens signed by the JWKS keys must carry.
+    pub jwt_issuer: Option<String>,
+    /// The `aud` every token must carry.
+    pub jwt_audience: String,
+    /// Clock-skew leeway for `exp` and `nbf`.
+    pub jwt_leeway_s: u64,
+    /// Most verified tokens remembered.
+    pub token_cache_len_max: usize,
+    /// Request body limit in bytes.
+    pub body_bytes_max: usize,
+    /// End-to-end request timeout.
+    pub request_timeout: Duration,
+    /// How long in-flight requests may take after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Group commit bounds.
+    pub commit: CommitConfig,
+    /// Hold-expiry sweep interval.
+    pub hold_sweep_interval: Duration,
+    /// Log filter (tracing `EnvFilter` syntax).
+    pub log: String,
+}
+
+/// Where settings come from.
+pub trait Source {
+    /// The raw value of a setting, by its name (`listen`, `data_dir`, ...).
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment: `listen` is `STRONGROOM_LISTEN`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvSource;
+
+impl Source for EnvSource {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(format!("{ENV_PREFIX}{}", name.to_ascii_uppercase())).ok()
+    }
+}
+
+/// A fixed map; for tests and for the parsed config file.
+#[derive(Debug, Clone, Default)]
+pub struct MapSource(pub BTreeMap<String, String>);
+
+impl Source for MapSource {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+/// Several sources, first one that has a setting wins.
+pub struct Layered<'a>(pub Vec<&'a dyn Source>);
+
+impl fmt::Debug for Layered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Layered({} sources)", self.0.len())
+    }
+}
+
+impl Source for Layered<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.iter().find_map(|s| s.get(name))
+    }
+}
+
+/// A configuration that cannot be used; the process exits with status 64.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Reads a TOML file of `name = value` settings.
+pub fn file_source(path: &Path) -> Result<MapSource, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+    let mut map = BTreeMap::new();
+    for (name, value) in table {
+        if !SETTINGS.contains(&name.as_str()) {
+            return Err(ConfigError(format!(
+                "{}: unknown setting {name:?}",
+                path.display()
+            )));
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => return Err(ConfigError(format!("{name}: unsupported value {other}"))),
+        };
+        map.insert(name, value);
+    }
+    Ok(MapSource(map))
+}
+
+/// Every setting name, for checking a file for typos.
+pub const SETTINGS: &[&str] = &[
+    "mode",
+    "data_dir",
+    "listen",
+    "tls_cert",
+    "tls_key",
+    "jwks_file",
+    "jwt_issuer",
+    "jwt_audience",
+    "jwt_leeway_s",
+    "token_cache_len_max",
+    "body_bytes_max",
+    "request_timeout_ms",
+    "shutdown_grace_ms",
+    "commit_queue_len_max",
+    "commit_batch_len_max",
+    "commit_wait_us",
+    "commit_retries_max",
+    "hold_sweep_ms",
+    "log",
+];
+
+fn parse<T: std::str::FromStr>(
+    source: &dyn Source,
+    name: &str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    match source.get(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| ConfigError(format!("{name}={raw:?}: {e}"))),
+    }
+}
+
+fn bounded<T: PartialOrd + fmt::Display + Copy>(
+    name: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError(format!(
+            "{name} must be between {min} and {max}, not {value}"
+        )));
+    }
+    Ok(value)
+}
+
+impl Config {
+    /// Reads and validates a configuration.
+    pub fn load(source: &dyn Source) -> Result<Config, ConfigError> {
+        let mode = match source.get("mode").as_deref().map(str::trim) {
+            None | Some("dev") => Mode::Dev,
+            Some("production") => Mode::Production,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "mode must be dev or production, not {other:?}"
+                )));
+            }
+        };
+        let path = |name: &str| {
+            source
+                .get(name)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        };
+        let commit = CommitConfig {
+            queue_len_max: bounded(
+                "commit_queue_len_max",
+                parse(source, "commit_queue_len_max", COMMIT_QUEUE_LEN_DEFAULT)?,
+                1,
+                1 << 20,
+            )?,
+            batch_len_max: bounded(
+                "commit_batch_len_max",
+                parse(source, "commit_batch_len_max", COMMIT_BATCH_LEN_DEFAULT)?,
+                1,
+                65_536,
+            )?,
+            wait: Duration::from_micros(bounded(
+                "commit_wait_us",
+                parse(source, "commit_wait_us", COMMIT_WAIT_US_DEFAULT)?,
+                0,
+                100_000,
+            )?),
+            retries_max: bounded(
+                "commit_retries_max",
+                parse(source, "commit_retries_max", COMMIT_RETRIES_DEFAULT)?,
+                0,
+                100,
+            )?,
+        };
+        let config = Config {
+            mode,
+            data_dir: path("data_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen: parse(
+                source,
+                "listen",
+                DEFAULT_LISTEN
+                    .parse()
+                    .map_err(|_| ConfigError("default listen".into()))?,
+            )?,
+            tls_cert: path("tls_cert"),
+            tls_key: path("tls_key"),
+            jwks_file: path("jwks_file"),
+            jwt_issuer: source.get("jwt_issuer").filter(|s| !s.is_empty()),
+            jwt_audience: source
+                .get("jwt_audience")
+                .unwrap_or_else(|| DEFAULT_JWT_AUDIENCE.to_owned()),
+            jwt_leeway_s: bounded(
+                "jwt_leeway_s",
+                parse(source, "jwt_leeway_s", DEFAULT_JWT_LEEWAY_S)?,
+                0,
+                JWT_LEEWAY_S_MAX,
+            )?,
+            token_cache_len_max: bounded(
+                "token_cache_len_max",
+                parse(source, "token_cache_len_max", DEFAULT_TOKEN_CACHE_LEN_MAX)?,
+                0,
+                10_000_000,
+            )?,
+            body_bytes_max: bounded(
+                "body_bytes_max",
+                parse(source, "body_bytes_max", DEFAULT_BODY_BYTES_MAX)?,
+                1024,
+                64 << 20,
+            )?,
+            request_timeout: Duration::from_millis(bounded(
+                "request_timeout_ms",
+                parse(source, "request_timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)?,
+                10,
+                600_000,
+            )?),
+            shutdown_grace: Duration::from_millis(bounded(
+                "shutdown_grace_ms",
+                parse(source, "shutdown_grace_ms", DEFAULT_SHUTDOWN_GRACE_MS)?,
+                0,
+                600_000,
+            )?),
+            commit,
+            hold_sweep_interval: Duration::from_millis(bounded(
+                "hold_sweep_ms",
+                parse(source, "hold_sweep_ms", DEFAULT_HOLD_SWEEP_MS)?,
+                10,
+                3_600_000,
+            )?),
+            log: source.get("log").unwrap_or_else(|| DEFAULT_LOG.to_owned()),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError("tls_cert and tls_key go together".into()));
+        }
+        if self.jwks_file.is_some() != self.jwt_issuer.is_some() {
+            return Err(ConfigError("jwks_file and jwt_issuer go together".into()));
+        }
+        if self.jwt_audience.trim().is_empty() {
+            return Err(ConfigError("jwt_audience must not be empty".into()));
+        }
+        if self.mode == Mode::Production {
+            if self.tls_cert.is_none() {
+                return Err(ConfigError(
+                    "production mode needs tls_cert and tls_key".into(),
+                ));
+            }
+            if self.jwks_file.is_none() {
+                return Err(ConfigError(
+                    "production mode needs jwks_file and jwt_issuer".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("ledger.db")
+    }
+}
+
+/// Printed at start-up. Holds no secrets today (key material lives in files, named by path);
+/// anything secret added later is printed as `<redacted>`.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let opt = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or("(unset)".to_owned(), |p| p.display().to_string())
+        };
+        writeln!(f, "mode = {:?}", self.mode)?;
+        writeln!(f, "data_dir = {}", self.data_dir.display())?;
+        writeln!(f, "listen = {}", self.listen)?;
+        writeln!(f, "tls_cert = {}", opt(&self.tls_cert))?;
+        writeln!(f, "tls_key = {}", opt(&self.tls_key))?;
+        writeln!(f, "jwks_file = {}", opt(&self.jwks_file))?;
+        writeln!(
+            f,
+            "jwt_issuer = {}",
+            self.jwt_issuer.as_deref().unwrap_or("(unset)")
+        )?;
+        writeln!(f, "jwt_audience = {}", self.jwt_audience)?;
+        writeln!(f, "jwt_leeway_s = {}", self.jwt_leeway_s)?;
+        writeln!(f, "token_cache_len_max = {}", self.token_cache_len_max)?;
+        writeln!(f, "body_bytes_max = {}", self.body_bytes_max)?;
+        writeln!(
+            f,
+            "request_timeout_ms = {}",
+            self.request_timeout.as_millis()
+        )?;
+        writeln!(f, "shutdown_grace_ms = {}", self.shutdown_grace.as_millis())?;
+        writeln!(f, "commit_queue_len_max = {}", self.commit.queue_len_max)?;
+        writeln!(f, "commit_batch_len_max = {}", self.commit.batch_len_max)?;
+        writeln!(f, "commit_wait_us = {}", self.commit.wait.as_micros())?;
+        writeln!(f, "commit_retries_max = {}", self.commit.retries_max)?;
+        writeln!(
+            f,
+            "hold_sweep_ms = {}",
+            self.hold_sweep_interval.as_millis()
+        )?;
+        write!(f, "log = {}", self.log)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(&MapSource(map))
+    }
+
+    #[test]
+    fn zero_configuration_is_a_dev_instance() {
+        let c = load(&[]).expect("defaults");
+        assert_eq!(c.mode, Mode::Dev);
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.body_bytes_max, DEFAULT_BODY_BYTES_MAX);
+        assert_eq!(c.commit, CommitConfig::default());
+    }
+
+    #[test]
+    fn invalid_settings_are_refused() {
+        let check = |pairs: &[(&str, &str)], fragment: &str| {
+            let err = load(pairs).expect_err("must fail").0;
+            assert!(
+                err.contains(fragment),
+                "{err:?} should mention {fragment:?}"
+            );
+        };
+        check(&[("mode", "prod")], "mode");
+        check(&[("listen", "nowhere")], "listen");
+        check(&[("body_bytes_max", "10")], "body_bytes_max");
+        check(&[("jwt_leeway_s", "301")], "jwt_leeway_s");
+        check(&[("commit_batch_len_max", "0")], "commit_batch_len_max");
+        check(&[("tls_cert", "c.pem")], "tls_key");
+        check(&[("jwks_file", "k.json")], "jwt_issuer");
+        check(&[("mode", "production")], "tls_cert");
+        check(
+            &[("mode", "production"), ("tls_cert", "c"), ("tls_key", "k")],
+            "jwks_file",
+        );
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let file = MapSource(BTreeMap::from([(
+            "listen".to_owned(),
+            "127.0.0.1:1".to_owned(),
+        )]));
+        let env = MapSource(BTreeMap::from([(
+            "listen".to_owned(),
+            "127.0.0.1:2".to_owned(),
+        )]));
+        let c = Config::load(&Layered(vec![&env, &file])).expect("config");
+        assert_eq!(c.listen.port(), 2);
+    }
+}

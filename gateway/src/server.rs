@@ -1,0 +1,277 @@
+//! The HTTPS server: TLS accept loop, HTTP/1.1 and HTTP/2, graceful shutdown.
+//!
+//! Each connection gets a bounded TLS handshake, then hyper serves HTTP/1.1 or HTTP/2 as ALPN
+//! chose. On shutdown, readiness turns false at once, the listener closes, connections are asked
+//! to finish (HTTP/2 GOAWAY, HTTP/1.1 close after the current response) and in-flight requests
+//! get `shutdown_grace` to complete; then the ledger drains its commit queue and stops.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use ledger::store::sqlite::SqliteStore;
+use ledger::{Ledger, LedgerConfig, SystemClock};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::api::{AppState, router};
+use crate::auth::{DevIssuer, Verifier, VerifierSettings};
+use crate::config::{Config, Mode};
+use crate::tls::{self, CertFiles};
+
+/// Longest TLS handshake allowed.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a complete request head on HTTP/1.1.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent streams per HTTP/2 connection.
+pub const H2_STREAMS_MAX: u32 = 256;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration (exit status 64).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Certificate or key.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Token keys.
+    #[error(transparent)]
+    Keys(#[from] crate::auth::KeyError),
+    /// The store would not open.
+    #[error("store: {0}")]
+    Store(#[from] ledger::store::StoreError),
+    /// Files or sockets.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// What start-up found, for the banner.
+#[derive(Debug, Clone)]
+pub struct StartInfo {
+    /// The address listened on.
+    pub addr: SocketAddr,
+    /// The certificate file.
+    pub cert: PathBuf,
+    /// Its SHA-256 fingerprint.
+    pub fingerprint: String,
+    /// The dev issuer's key id, in dev mode.
+    pub dev_kid: Option<String>,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// Start-up facts.
+    pub info: StartInfo,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Asks the server to stop (as SIGTERM does) and waits until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stopped on its own (after a signal).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// A handle that stops the server.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Builds the token verifier: JWKS keys, plus the dev issuer in dev mode.
+pub fn verifier(config: &Config) -> Result<(Verifier, Option<DevIssuer>), StartError> {
+    let settings = VerifierSettings {
+        audience: config.jwt_audience.clone(),
+        leeway_s: config.jwt_leeway_s,
+        cache_len_max: config.token_cache_len_max,
+    };
+    let mut verifier = Verifier::new(&settings);
+    if let (Some(path), Some(issuer)) = (&config.jwks_file, &config.jwt_issuer) {
+        verifier.add_jwks_file(&settings, path, issuer)?;
+    }
+    let dev = match config.mode {
+        Mode::Dev => {
+            let issuer = DevIssuer::ensure(&config.data_dir)?;
+            verifier.add_dev_issuer(&settings, &issuer);
+            Some(issuer)
+        }
+        Mode::Production => None,
+    };
+    Ok((verifier, dev))
+}
+
+/// Starts the server; returns once it listens.
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let io = |context: String| move |source| StartError::Io { context, source };
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io(format!("create {}", config.data_dir.display())))?;
+    let files = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => tls::ensure_dev_cert(&config.data_dir)?,
+    };
+    let tls_config = tls::server_config(&files)?;
+    let fingerprint = tls::fingerprint(&tls::load_certs(&files.cert)?[0]);
+    let (verifier, dev) = verifier(config)?;
+    let store = SqliteStore::open(&config.database_path())?;
+    let ledger = Ledger::start(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        LedgerConfig {
+            commit: config.commit,
+            hold_sweep_interval: Some(config.hold_sweep_interval),
+        },
+    );
+    let state = Arc::new(AppState {
+        ledger: ledger.clone(),
+        verifier,
+        draining: AtomicBool::new(false),
+        request_timeout: config.request_timeout,
+        body_bytes_max: config.body_bytes_max,
+    });
+    let app = router(state.clone(), config.body_bytes_max);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(io(format!("listen on {}", config.listen)))?;
+    let addr = listener.local_addr().map_err(io("local address".into()))?;
+    let (stop, stopped) = watch::channel(false);
+    let grace = config.shutdown_grace;
+    let task = tokio::spawn(async move {
+        accept_loop(
+            listener,
+            TlsAcceptor::from(tls_config),
+            app,
+            stopped,
+            grace,
+            &state,
+        )
+        .await;
+        ledger.shutdown().await;
+        tracing::info!("stopped");
+    });
+    let info = StartInfo {
+        addr,
+        cert: files.cert,
+        fingerprint,
+        dev_kid: dev.map(|d| d.kid),
+    };
+    Ok(Running { info, stop, task })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+    state: &AppState,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_STREAMS_MAX);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = app
+            .clone()
+            .map_request(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(tls),
+                TowerToHyperService::new(service),
+            );
+            if let Err(error) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    state.draining.store(true, Ordering::SeqCst);
+    drop(listener);
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: draining connections"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "grace period over; closing remaining connections"
+        );
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
