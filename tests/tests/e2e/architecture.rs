@@ -1,0 +1,121 @@
+//! The layering invariants of ARCHITECTURE.md, checked against `cargo metadata`:
+//! - `ledger` knows nothing of HTTP, tokens, TLS or the API description: none of those crates is
+//!   in its normal dependency closure (dev-dependencies are its tests' business);
+//! - nothing depends on `gateway` except the end-to-end tests and the benchmarks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Crates `ledger` must not reach, even indirectly.
+const NOT_IN_LEDGER: &[&str] = &[
+    "axum",
+    "hyper",
+    "http",
+    "tower",
+    "jsonwebtoken",
+    "rustls",
+    "utoipa",
+    "validator",
+];
+
+/// The only workspace crates allowed to depend on `gateway`.
+const MAY_USE_GATEWAY: &[&str] = &["tests", "bench"];
+
+fn metadata() -> Value {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["metadata", "--format-version", "1"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Names of the packages in the normal (not dev, not build) dependency closure of `root`.
+fn normal_closure(meta: &Value, root: &str) -> BTreeSet<String> {
+    let names: BTreeMap<&str, &str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let nodes: BTreeMap<&str, &Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    let root_id = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .find(|id| names[id] == root)
+        .unwrap_or_else(|| panic!("{root} is not a workspace member"));
+    let mut seen = BTreeSet::from([root_id]);
+    let mut todo = vec![root_id];
+    while let Some(id) = todo.pop() {
+        for dep in nodes[id]["deps"].as_array().unwrap() {
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kind"].is_null());
+            let dep_id = dep["pkg"].as_str().unwrap();
+            if normal && seen.insert(dep_id) {
+                todo.push(dep_id);
+            }
+        }
+    }
+    seen.iter().map(|id| names[id].to_owned()).collect()
+}
+
+#[test]
+fn ledger_knows_nothing_of_http_and_only_tests_use_the_gateway() {
+    let meta = metadata();
+    let closure = normal_closure(&meta, "ledger");
+    assert!(
+        closure.contains("rusqlite"),
+        "the walk found nothing: {closure:?}"
+    );
+    let found: Vec<&&str> = NOT_IN_LEDGER
+        .iter()
+        .filter(|name| closure.contains(**name))
+        .collect();
+    assert!(found.is_empty(), "ledger depends on {found:?}");
+    // The same walk finds them from the gateway: the check can see them when they are there.
+    let gateway = normal_closure(&meta, "gateway");
+    for name in NOT_IN_LEDGER {
+        assert!(gateway.contains(*name), "{name} not found under gateway");
+    }
+
+    let members: BTreeSet<&str> = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .collect();
+    let mut users = Vec::new();
+    for package in meta["packages"].as_array().unwrap() {
+        if !members.contains(package["id"].as_str().unwrap()) {
+            continue;
+        }
+        let name = package["name"].as_str().unwrap();
+        let uses_gateway = package["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "gateway");
+        if uses_gateway && !MAY_USE_GATEWAY.contains(&name) {
+            users.push(name.to_owned());
+        }
+    }
+    assert!(users.is_empty(), "{users:?} depend on gateway");
+}

@@ -1,0 +1,113 @@
+//! The harness: Strongroom instances on their own data directories, clients that really verify
+//! TLS, dev tokens (good and bad), and small helpers for requests and answers.
+//!
+//! Two ways to start an instance:
+//! - [`Instance`]: in this process (`gateway::server::start`), fast; most tests use it.
+//! - [`Process`]: the real `strongroom` program (`strongroom-e2e`), for what only a process
+//!   shows: crashes, signals, exit status, what it prints.
+//!
+//! Both listen on `127.0.0.1:0` over HTTPS with the certificate they generate; [`Api`] trusts
+//! that certificate only (`tls_certs_only`), so every test also proves the TLS setup.
+//!
+//! Submodules: [`process`] (the spawned program), [`tokens`] (good and bad tokens), [`http`]
+//! (clients, requests, answers, and domain helpers).
+
+mod http;
+mod process;
+mod tokens;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gateway::config::{Config, MapSource};
+use gateway::server::Running;
+
+pub use self::http::{Api, Protocol, Reply, Req, column, transfer_body, unique_key};
+pub use self::process::{Process, program, run_program};
+pub use self::tokens::{BadToken, Tokens};
+
+/// The program under test, built by cargo before this test binary.
+pub const PROGRAM: &str = env!("CARGO_BIN_EXE_strongroom-e2e");
+/// Base of every problem `type`.
+pub const PROBLEM_BASE: &str = "https://strongroom.dev/problems/";
+/// Both ledger scopes.
+pub const READ_WRITE: &[&str] = &["ledger:read", "ledger:write"];
+/// Longest wait for a spawned process to say it listens.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// An account id that is well-formed and belongs to nobody.
+pub const NO_SUCH_ACCOUNT: &str = "acct_01ARZ3NDEKTSV4RRFFQ69G5FAV";
+/// A transfer id that is well-formed and belongs to nobody.
+pub const NO_SUCH_TRANSFER: &str = "xfer_01ARZ3NDEKTSV4RRFFQ69G5FAV";
+
+/// A server running inside the test process, on its own temporary data directory.
+#[derive(Debug)]
+pub struct Instance {
+    /// `https://127.0.0.1:PORT`
+    pub url: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The generated certificate, PEM.
+    pub cert_pem: Vec<u8>,
+    /// Mints tokens the instance trusts.
+    pub tokens: Tokens,
+    running: Option<Running>,
+    // Dropped last: removes the data directory, when the instance made it.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Instance {
+    /// Starts an instance with default settings.
+    pub async fn start() -> Instance {
+        Instance::start_with(&[]).await
+    }
+
+    /// Starts an instance with some settings (`("body_bytes_max", "4096")`, ...).
+    pub async fn start_with(settings: &[(&str, &str)]) -> Instance {
+        let dir = tempfile::tempdir().unwrap();
+        let mut instance = Instance::start_in(dir.path(), settings).await;
+        instance._dir = Some(dir);
+        instance
+    }
+
+    /// Starts an instance on a data directory the caller owns (to restart on it).
+    pub async fn start_in(data_dir: &Path, settings: &[(&str, &str)]) -> Instance {
+        let data_dir = data_dir.to_owned();
+        let mut map: BTreeMap<String, String> = BTreeMap::from([
+            ("data_dir".into(), data_dir.display().to_string()),
+            ("listen".into(), "127.0.0.1:0".into()),
+        ]);
+        for (name, value) in settings {
+            map.insert((*name).into(), (*value).into());
+        }
+        let config = Config::load(&MapSource(map)).unwrap();
+        let running = gateway::server::start(&config).await.unwrap();
+        let cert_pem = std::fs::read(&running.info.cert).unwrap();
+        Instance {
+            url: format!("https://{}", running.info.addr),
+            tokens: Tokens::new(&data_dir),
+            data_dir,
+            cert_pem,
+            running: Some(running),
+            _dir: None,
+        }
+    }
+
+    /// A client (HTTP/2 when ALPN agrees, which it does) with a read-write token of `tenant`.
+    pub fn api(&self, tenant: &str) -> Api {
+        Api::new(&self.url, &self.cert_pem, Protocol::Negotiated)
+            .with_token(&self.tokens.mint(tenant, READ_WRITE))
+    }
+
+    /// A client of the given protocol, with no token.
+    pub fn anonymous(&self, protocol: Protocol) -> Api {
+        Api::new(&self.url, &self.cert_pem, protocol)
+    }
+
+    /// Stops the server as SIGTERM would and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! End-to-end tests of Strongroom: one test binary, one module per area.
+//!
+//! Every test starts its own instance on a fresh temporary data directory and `127.0.0.1:0`,
+//! and talks HTTPS to it with a client that trusts only the instance's generated certificate.
+//! Most tests run the server in this process ([`harness::Instance`]); the ones about crashes,
+//! signals and output spawn the real program ([`harness::Process`]).
+//!
+//! - [`walkthrough`]: the quickstart, over HTTP/1.1 and HTTP/2.
+//! - [`bad_input`]: a table of bad requests, each with its exact status and problem type, and
+//!   proof that none of them changed anything.
+//! - [`robustness`]: random and mutated bodies on every POST route; never a 5xx.
+//! - [`tenancy`]: one tenant cannot see or touch another's data.
+//! - [`idempotency`]: replays, and concurrent requests with one key.
+//! - [`auth`]: every kind of bad token is refused.
+//! - [`ledger_rules`]: hold expiry, no overdraft under concurrency, batch modes, paging,
+//!   retry after a timeout.
+//! - [`cli`]: `dev-token`, `trial-balance`, and exit status 64 for bad configuration.
+//! - [`openapi`]: the served document, the `openapi` command and the routes agree.
+//! - [`crash`]: SIGKILL under load loses nothing acknowledged and duplicates nothing.
+//! - [`shutdown`]: SIGTERM drains in-flight requests and exits 0.
+//! - [`logs`]: no token ever reaches the output; log lines are JSON with request ids.
+//! - [`architecture`]: the crate dependency invariants, from `cargo metadata`.
+
+#![allow(clippy::unwrap_used)]
+
+mod architecture;
+mod auth;
+mod bad_input;
+mod cli;
+mod crash;
+mod harness;
+mod idempotency;
+mod ledger_rules;
+mod logs;
+mod openapi;
+mod robustness;
+mod shutdown;
+mod tenancy;
+mod walkthrough;
