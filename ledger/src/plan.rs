@@ -57,6 +57,11 @@ impl From<Rejection> for Fail {
 enum Pending {
     /// Create; must not exist.
     Insert(Vec<u8>),
+    /// Create an item whose key holds a counter of an item the same transaction writes under a
+    /// version condition (an account's entry sequence): that condition already rules out a
+    /// second writer of the key, so the item is written without a condition of its own, and the
+    /// store does not look it up first.
+    Append(Vec<u8>),
     /// Create or replace.
     Upsert(Vec<u8>),
     /// Remove.
@@ -270,7 +275,7 @@ impl<'a> Planner<'a> {
                     },
                     condition: Condition::NotExists,
                 },
-                Pending::Upsert(body) => WriteOp::Put {
+                Pending::Upsert(body) | Pending::Append(body) => WriteOp::Put {
                     item: Item {
                         key,
                         version: 1,
@@ -854,6 +859,10 @@ impl<'a> Planner<'a> {
         self.top().writes.push((key, Pending::Insert(body)));
     }
 
+    fn append(&mut self, key: Key, body: Vec<u8>) {
+        self.top().writes.push((key, Pending::Append(body)));
+    }
+
     fn put_account(&mut self, tenant: &TenantId, account: Account) {
         let key = layout::account(tenant, &account.id);
         self.top().accounts.insert(key, account);
@@ -891,7 +900,7 @@ impl<'a> Planner<'a> {
             balances: account.balances,
             at,
         };
-        self.insert(
+        self.append(
             layout::entry(tenant, &account.id, at, entry.seq),
             encode(&entry),
         );

@@ -5,8 +5,14 @@
 //! materializer runs, it freezes `active` (readers still see it, under the new `active`) and
 //! copies it into the items table, then drops it. Both layers hold the latest value of a key,
 //! `None` for a delete.
+//!
+//! Items that have been replaced at least once (version above 1: account heads, transfers that
+//! were posted or voided) are likely to be read and replaced again, so when a layer is dropped
+//! they stay in `retained`, a bounded copy of what the items table holds for them. Write-once
+//! items (entries, idempotency records) are not kept. Only the materializer changes `retained`,
+//! from the layer the table now holds, so a retained item is never older than the table's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::store::{Item, Key, WriteOp};
@@ -23,7 +29,13 @@ pub struct Overlay {
     active_seq: u64,
     /// Journal sequence the frozen layer reaches.
     frozen_seq: u64,
+    /// Items the table holds, kept from dropped layers (see the module docs); not counted in
+    /// [`Overlay::len`].
+    retained: HashMap<Key, Item>,
 }
+
+/// Most items [`Overlay`] keeps from dropped layers; half of them go when it is full.
+pub const RETAINED_MAX: usize = 65_536;
 
 impl Overlay {
     /// What the overlay knows of a key: `None` if nothing (read the items table), `Some(None)`
@@ -32,7 +44,10 @@ impl Overlay {
         if let Some(value) = self.active.get(key) {
             return Some(value.as_ref());
         }
-        self.frozen.as_ref()?.get(key).map(Option::as_ref)
+        if let Some(value) = self.frozen.as_ref().and_then(|f| f.get(key)) {
+            return Some(value.as_ref());
+        }
+        self.retained.get(key).map(Some)
     }
 
     /// Records a transaction's writes, durable in the journal as `seq`.
@@ -99,9 +114,34 @@ impl Overlay {
         Some((layer, self.frozen_seq))
     }
 
-    /// Drops the frozen layer once the items table holds it.
+    /// Drops the frozen layer once the items table holds it, keeping its replaced items.
     pub fn thaw(&mut self) {
-        self.frozen = None;
+        let Some(frozen) = self.frozen.take() else {
+            return;
+        };
+        for (key, value) in frozen.iter() {
+            match value {
+                Some(item) if item.version > 1 => {
+                    self.retained.insert(key.clone(), item.clone());
+                }
+                // Deleted, or created again: the table's value is the one to read.
+                _ => {
+                    self.retained.remove(key);
+                }
+            }
+        }
+        if self.retained.len() > RETAINED_MAX {
+            let mut keep = false;
+            self.retained.retain(|_, _| {
+                keep = !keep;
+                keep
+            });
+        }
+    }
+
+    /// Items kept from dropped layers.
+    pub fn retained_len(&self) -> usize {
+        self.retained.len()
     }
 }
 
@@ -165,5 +205,65 @@ mod tests {
         o.thaw();
         assert_eq!(o.lookup(&Key::new("q", "a")), None);
         assert_eq!(o.freeze().map(|(l, s)| (l.len(), s)), Some((2, 2)));
+    }
+
+    #[test]
+    fn replaced_items_outlive_their_layer_and_deletes_drop_them() {
+        let mut o = Overlay::default();
+        o.apply(
+            1,
+            vec![put("p", "a", 1), put("p", "b", 2), put("p", "c", 3)],
+        );
+        o.freeze().expect("something to freeze");
+        o.thaw();
+        assert!(o.is_empty(), "retained items are not waiting for the table");
+        assert_eq!(o.retained_len(), 2);
+        // Written once: read from the table. Replaced: kept.
+        assert_eq!(o.lookup(&Key::new("p", "a")), None);
+        assert_eq!(
+            o.lookup(&Key::new("p", "b")).flatten().map(|i| i.version),
+            Some(2)
+        );
+        // Newer layers win over retained items, and replace or drop them when they go.
+        o.apply(
+            2,
+            vec![
+                put("p", "b", 4),
+                WriteOp::Delete {
+                    key: Key::new("p", "c"),
+                    condition: Condition::None,
+                },
+            ],
+        );
+        assert_eq!(
+            o.lookup(&Key::new("p", "b")).flatten().map(|i| i.version),
+            Some(4)
+        );
+        assert_eq!(o.lookup(&Key::new("p", "c")), Some(None));
+        o.freeze().expect("something to freeze");
+        o.thaw();
+        assert_eq!(
+            o.lookup(&Key::new("p", "b")).flatten().map(|i| i.version),
+            Some(4)
+        );
+        assert_eq!(o.lookup(&Key::new("p", "c")), None, "read from the table");
+        // Recreated at version 1: the retained copy goes.
+        o.apply(3, vec![put("p", "b", 1)]);
+        o.freeze().expect("something to freeze");
+        o.thaw();
+        assert_eq!(o.lookup(&Key::new("p", "b")), None);
+    }
+
+    #[test]
+    fn retained_items_are_bounded() {
+        let mut o = Overlay::default();
+        let ops = (0..=RETAINED_MAX)
+            .map(|i| put("p", &format!("{i:08}"), 2))
+            .collect();
+        o.apply(1, ops);
+        o.freeze().expect("something to freeze");
+        o.thaw();
+        assert!(o.retained_len() <= RETAINED_MAX);
+        assert!(o.retained_len() >= RETAINED_MAX / 2);
     }
 }
