@@ -57,11 +57,7 @@ pub async fn create_account(
 
 /// Lists the caller's accounts, oldest first.
 #[utoipa::path(get, path = "/v1/accounts", tag = "accounts",
-    params(
-        ("limit" = Option<usize>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-        ("order" = Option<String>, Query, description = "asc (default) or desc"),
-    ),
+    params(ListParams),
     responses(
         (status = 200, description = "A page", body = AccountList),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
@@ -223,9 +219,7 @@ pub async fn get_balance(
 #[utoipa::path(get, path = "/v1/accounts/{account_id}/entries", tag = "accounts",
     params(
         ("account_id" = String, Path, description = "acct_…"),
-        ("limit" = Option<usize>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-        ("order" = Option<String>, Query, description = "asc (default) or desc"),
+        ListParams,
     ),
     responses(
         (status = 200, description = "A page", body = EntryList),

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Number;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationError};
 
 // The ledger's limits, as the integer type `validator` counts in.
@@ -343,15 +343,17 @@ pub struct ReverseRequest {
 #[serde(deny_unknown_fields)]
 pub struct EmptyRequest {}
 
-/// Page parameters of every list.
-#[derive(Debug, Default, Deserialize)]
+/// Page parameters of every list; the routes' OpenAPI parameters come from these fields.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// 1 to 500; default 50.
+    /// 1 to 500, default 50.
     pub limit: Option<usize>,
-    /// From the previous page's `next_cursor`.
+    /// next_cursor of the previous page.
     pub cursor: Option<String>,
-    /// `asc` (default, oldest first) or `desc`.
+    /// asc (default, oldest first) or desc.
+    #[param(inline)]
     pub order: Option<Order>,
 }
 

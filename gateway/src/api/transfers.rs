@@ -176,11 +176,7 @@ fn item_problem(r: &Rejection) -> Value {
 
 /// Lists the caller's transfers, oldest first.
 #[utoipa::path(get, path = "/v1/transfers", tag = "transfers",
-    params(
-        ("limit" = Option<usize>, Query, description = "1 to 500, default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-        ("order" = Option<String>, Query, description = "asc (default) or desc"),
-    ),
+    params(ListParams),
     responses(
         (status = 200, description = "A page", body = TransferList),
         (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
