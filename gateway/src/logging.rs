@@ -3,35 +3,165 @@
 //! Nothing on the request path logs headers or bodies: the access log line carries the request
 //! id, method, path, tenant, status and latency. Tokens are never logged; auth failures log the
 //! reason only.
+//!
+//! A request does not wait for a `write` to standard output: lines go into a shared buffer that
+//! a background thread writes out every [`LOG_FLUSH_INTERVAL`], one system call for all of
+//! them. Nothing is dropped: a line that finds the buffer at [`LOG_BUFFER_BYTES_MAX`] writes the
+//! buffer out itself, in order, before returning (the access log is evidence).
+
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
-/// Lines that may wait for the writer thread; beyond it, logging waits (never drops a line).
-pub const LOG_QUEUE_LINES_MAX: usize = 64 * 1024;
+/// How long a line may wait in the buffer.
+pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+/// Buffered bytes at which the line that crosses it writes the buffer out itself.
+pub const LOG_BUFFER_BYTES_MAX: usize = 1 << 20;
 
-/// Keeps the log writer thread; dropping it flushes what is queued.
-pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+/// Where log lines gather before they are written.
+#[derive(Debug, Default)]
+struct Buffer {
+    lines: Mutex<Vec<u8>>,
+    /// Held while a buffer is taken and written, so buffers go out in the order they filled.
+    output: Mutex<()>,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
 
-/// Installs the JSON subscriber with the given filter (`info`, `warn,ledger=debug`, ...).
-/// Lines are written by a background thread through a bounded queue, so a request does not
-/// wait for a `write` to standard output; a full queue makes callers wait rather than lose
-/// lines (the access log is evidence). A second call does nothing (tests start several servers
-/// in one process) and returns `None`.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Buffer {
+    /// Writes out everything buffered so far.
+    fn flush_to(&self, out: &mut impl Write) {
+        let _order = lock(&self.output);
+        let lines = std::mem::take(&mut *lock(&self.lines));
+        if !lines.is_empty() {
+            // Standard output gone (a closed pipe): nothing better to do with a log line.
+            let _ = out.write_all(&lines).and_then(|()| out.flush());
+        }
+    }
+}
+
+/// The `MakeWriter` the subscriber formats into.
+#[derive(Clone, Debug)]
+struct BufferWriter(Arc<Buffer>);
+
+impl Write for BufferWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let full = {
+            let mut lines = lock(&self.0.lines);
+            lines.extend_from_slice(bytes);
+            lines.len() >= LOG_BUFFER_BYTES_MAX
+        };
+        if full {
+            self.0.flush_to(&mut std::io::stdout().lock());
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for BufferWriter {
+    type Writer = BufferWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Keeps the log writer thread; dropping it writes out what is buffered and stops the thread.
+#[derive(Debug)]
+pub struct LogGuard {
+    buffer: Arc<Buffer>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        *lock(&self.buffer.stop) = true;
+        self.buffer.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.buffer.flush_to(&mut std::io::stdout().lock());
+    }
+}
+
+fn writer_thread(buffer: &Buffer) {
+    let mut stop = lock(&buffer.stop);
+    while !*stop {
+        stop = buffer
+            .wake
+            .wait_timeout(stop, LOG_FLUSH_INTERVAL)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+        drop(stop);
+        buffer.flush_to(&mut std::io::stdout().lock());
+        stop = lock(&buffer.stop);
+    }
+}
+
+/// Installs the JSON subscriber with the given filter (`info`, `warn,ledger=debug`, ...). A
+/// second call does nothing (tests start several servers in one process) and returns `None`.
 pub fn init(filter: &str) -> Option<LogGuard> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_QUEUE_LINES_MAX)
-        .thread_name("strongroom-log")
-        .finish(std::io::stdout());
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .try_init()
-        .ok()
-        .map(|()| guard)
+        .with_env_filter(filter);
+    let buffer = Arc::new(Buffer::default());
+    let thread = {
+        let buffer = buffer.clone();
+        std::thread::Builder::new()
+            .name("strongroom-log".into())
+            .spawn(move || writer_thread(&buffer))
+    };
+    match thread {
+        Ok(thread) => {
+            let guard = LogGuard {
+                buffer: buffer.clone(),
+                thread: Some(thread),
+            };
+            // On a second call the guard goes at once, and its thread with it.
+            subscriber
+                .with_writer(BufferWriter(buffer))
+                .try_init()
+                .ok()
+                .map(|()| guard)
+        }
+        Err(error) => {
+            eprintln!("strongroom: no log writer thread ({error}); every line is written at once");
+            let _ = subscriber.with_writer(std::io::stdout).try_init();
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_go_out_whole_and_in_order() {
+        let buffer = Arc::new(Buffer::default());
+        let mut writer = BufferWriter(buffer.clone());
+        writer.write_all(b"{\"n\":1}\n").unwrap();
+        writer.write_all(b"{\"n\":2}\n").unwrap();
+        let mut out = Vec::new();
+        buffer.flush_to(&mut out);
+        assert_eq!(out, b"{\"n\":1}\n{\"n\":2}\n");
+        let mut again = Vec::new();
+        buffer.flush_to(&mut again);
+        assert!(again.is_empty(), "a line went out twice");
+    }
 }

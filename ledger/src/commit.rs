@@ -161,8 +161,8 @@ impl Committer {
         if commands.is_empty() {
             return None;
         }
-        let overlay = combined_overlay(inflight);
-        match self.plan(&commands, overlay.as_ref()).await {
+        let overlays = overlays(inflight);
+        match self.plan(&commands, &overlays).await {
             Ok((results, ops, overlay)) => {
                 let store = self.store.clone();
                 let write = tokio::spawn(async move { store.transact_write(ops).await });
@@ -171,7 +171,7 @@ impl Committer {
                     commands,
                     replies,
                     results,
-                    overlay,
+                    overlay: Arc::new(overlay),
                 })
             }
             Err(error) => {
@@ -264,13 +264,14 @@ impl Committer {
         (commands, replies)
     }
 
-    /// Reads and plans a batch; `overlay` holds the writes of the batches still in flight.
+    /// Reads and plans a batch; `overlays` hold the writes of the batches still in flight,
+    /// oldest first.
     async fn plan(
         &mut self,
         commands: &[Command],
-        overlay: Option<&Snapshot>,
+        overlays: &[Arc<Snapshot>],
     ) -> Result<Planned, Error> {
-        let reads = self.read(commands, overlay).await?;
+        let reads = self.read(commands, overlays).await?;
         let now = self.clock.now().max(self.last_now);
         self.last_now = now;
         let mut planner = Planner::new(now, &self.ids, &reads);
@@ -320,7 +321,7 @@ impl Committer {
     async fn execute(&mut self, commands: &[Command]) -> Result<Vec<Reply>, Error> {
         let mut attempt = 0;
         loop {
-            let (results, ops, _) = self.plan(commands, None).await?;
+            let (results, ops, _) = self.plan(commands, &[]).await?;
             match self.store.transact_write(ops).await {
                 Ok(()) => {
                     self.stats.send_modify(|s| s.transactions += 1);
@@ -346,18 +347,18 @@ impl Committer {
     async fn read(
         &self,
         commands: &[Command],
-        overlay: Option<&Snapshot>,
+        overlays: &[Arc<Snapshot>],
     ) -> Result<Snapshot, Error> {
         let mut reads = Snapshot::default();
         let first = first_reads(commands);
         let items = self.store.get_many(first.clone()).await?;
         reads.extend(first.into_iter().zip(items));
-        lay_over(&mut reads, overlay);
+        lay_over(&mut reads, overlays);
         let second = second_reads(commands, &reads)?;
         if !second.is_empty() {
             let items = self.store.get_many(second.clone()).await?;
             reads.extend(second.into_iter().zip(items));
-            lay_over(&mut reads, overlay);
+            lay_over(&mut reads, overlays);
         }
         Ok(reads)
     }
@@ -370,7 +371,7 @@ struct InFlight {
     replies: Vec<oneshot::Sender<Reply>>,
     results: Vec<Reply>,
     /// Its writes, for planning the batches behind it.
-    overlay: Snapshot,
+    overlay: Arc<Snapshot>,
 }
 
 /// A planned batch: results per command, the writes, and the writes as an overlay.
@@ -395,25 +396,21 @@ async fn front_now(inflight: &mut VecDeque<InFlight>) -> Option<WriteResult> {
     }
 }
 
-/// The writes of every batch in flight, later ones winning.
-fn combined_overlay(inflight: &VecDeque<InFlight>) -> Option<Snapshot> {
-    match inflight.len() {
-        0 => None,
-        _ => {
-            let mut combined = Snapshot::default();
-            for flight in inflight {
-                combined.extend(flight.overlay.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
-            Some(combined)
-        }
-    }
+/// The writes of the batches in flight, oldest first (shared, not copied).
+fn overlays(inflight: &VecDeque<InFlight>) -> Vec<Arc<Snapshot>> {
+    inflight
+        .iter()
+        .map(|flight| flight.overlay.clone())
+        .collect()
 }
 
-/// Replaces read values by the in-flight batches' writes of the same keys.
-fn lay_over(reads: &mut Snapshot, overlay: Option<&Snapshot>) {
-    let Some(overlay) = overlay else { return };
+/// Replaces read values by the in-flight batches' writes of the same keys, the newest winning.
+fn lay_over(reads: &mut Snapshot, overlays: &[Arc<Snapshot>]) {
+    if overlays.is_empty() {
+        return;
+    }
     for (key, value) in reads.iter_mut() {
-        if let Some(written) = overlay.get(key) {
+        if let Some(written) = overlays.iter().rev().find_map(|o| o.get(key)) {
             value.clone_from(written);
         }
     }

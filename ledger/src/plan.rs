@@ -259,11 +259,23 @@ impl<'a> Planner<'a> {
             ));
         }
         for (key, slot) in self.transfers.into_iter().filter(|(_, s)| s.dirty) {
-            ops.extend(head(
-                key,
-                slot.value.as_ref().map(encode).as_deref(),
-                slot.read_version,
-            ));
+            let created = slot.read_version.is_none();
+            ops.extend(
+                head(
+                    key,
+                    slot.value.as_ref().map(encode).as_deref(),
+                    slot.read_version,
+                )
+                .map(|mut op| {
+                    // A transfer created here has a fresh id, and its legs change account heads
+                    // under version conditions in this same transaction: those already rule out
+                    // a second application, so the store need not look the new key up first.
+                    if let (true, WriteOp::Put { condition, .. }) = (created, &mut op) {
+                        *condition = Condition::None;
+                    }
+                    op
+                }),
+            );
         }
         for (key, pending) in self.writes {
             ops.push(match pending {

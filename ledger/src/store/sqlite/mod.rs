@@ -457,28 +457,30 @@ fn journal_writer(
     }
 }
 
-/// Moves durable transactions from pending into the overlay, then answers their writers. Done
-/// under the writer lock, so that no condition check finds a key in neither place.
+/// Moves durable transactions (in sequence order, the last given) from pending into the
+/// overlay, then answers their writers. The overlay takes them first: until their pending
+/// entries go, a condition check finds a key in both places with the same version, never in
+/// neither. The writer lock is held only to drop the pending entries, so writers queueing the
+/// next transactions do not wait for the overlay.
 fn publish(shared: &Shared, lock: &Mutex<Writer>, kick: &SyncSender<()>, jobs: Vec<Job>) {
+    let Some(last) = jobs.last().map(|job| job.seq) else {
+        return;
+    };
     let mut dones = Vec::with_capacity(jobs.len());
     {
-        let mut w = lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut overlay = shared.overlay_mut();
         for job in jobs {
-            for op in &job.ops {
-                if w.pending
-                    .get(op.key())
-                    .is_some_and(|(seq, _)| *seq == job.seq)
-                {
-                    w.pending.remove(op.key());
-                }
-            }
             overlay.apply(job.seq, job.ops);
             dones.push(job.done);
         }
         if overlay.active_len() >= shared.options.materialize_items {
             let _ = kick.try_send(());
         }
+    }
+    {
+        // Entries of later transactions (still queued) stay.
+        let mut w = lock.lock().unwrap_or_else(|p| p.into_inner());
+        w.pending.retain(|_, (seq, _)| *seq > last);
     }
     for done in dones {
         let _ = done.send(Ok(()));

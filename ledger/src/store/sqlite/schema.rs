@@ -74,6 +74,17 @@ pub fn configure(conn: &Connection, role: Role) -> Result<(), StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(unavailable)?;
     if role == Role::JournalWriter {
+        // Only this connection ever opens the journal (the lock file keeps other processes
+        // out), so it keeps SQLite's locks for good: no lock and unlock system calls and no
+        // shared-memory index on every commit.
+        let mode: String = conn
+            .query_row("PRAGMA locking_mode=EXCLUSIVE", [], |row| row.get(0))
+            .map_err(unavailable)?;
+        if !mode.eq_ignore_ascii_case("exclusive") {
+            return Err(StoreError::Unavailable(format!(
+                "journal locking_mode is {mode}, not exclusive"
+            )));
+        }
         conn.pragma_update(None, "wal_autocheckpoint", SQLITE_JOURNAL_CHECKPOINT_PAGES)
             .map_err(unavailable)?;
     }
