@@ -277,8 +277,10 @@ impl Committer {
         let mut planner = Planner::new(now, &self.ids, &reads);
         let results: Vec<Reply> = commands.iter().map(|c| planner.execute(c)).collect();
         let ops = planner.into_ops()?;
+        // What later batches may read of this one's writes: all but entries.
         let overlay = ops
             .iter()
+            .filter(|op| !crate::layout::is_entry(op.key()))
             .map(|op| match op {
                 WriteOp::Put { item, .. } => (item.key.clone(), Some(item.clone())),
                 WriteOp::Delete { key, .. } => (key.clone(), None),

@@ -83,6 +83,14 @@ macro_rules! prefixed_id {
             pub fn timestamp_ms(&self) -> u64 {
                 self.0.timestamp_ms()
             }
+
+            /// Appends the id's text (`prefix` and ULID) to `out`, without the formatting
+            /// machinery: store keys are built from ids for every record a batch touches.
+            pub fn push_to(&self, out: &mut String) {
+                let mut buf = [0u8; ulid::ULID_LEN];
+                out.push_str($prefix);
+                out.push_str(self.0.array_to_str(&mut buf));
+            }
         }
 
         impl FromStr for $name {
@@ -100,7 +108,9 @@ macro_rules! prefixed_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}{}", $prefix, self.0)
+                let mut buf = [0u8; ulid::ULID_LEN];
+                f.write_str($prefix)?;
+                f.write_str(self.0.array_to_str(&mut buf))
             }
         }
 

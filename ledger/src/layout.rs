@@ -25,9 +25,32 @@ use crate::time::Timestamp;
 const HEAD: &str = "HEAD";
 const ENTRY_PREFIX: &str = "E#";
 
+/// `T#{tenant}#{kind}`, with room for what follows.
+fn tenant_prefix(tenant: &TenantId, kind: &str, more: usize) -> String {
+    let tenant = tenant.as_str();
+    let mut out = String::with_capacity(3 + tenant.len() + kind.len() + more);
+    out.push_str("T#");
+    out.push_str(tenant);
+    out.push('#');
+    out.push_str(kind);
+    out
+}
+
+/// Appends `n` as 20 decimal digits, zero-padded (as `{:020}` does for a `u64`).
+fn push_020(out: &mut String, mut n: u64) {
+    let mut digits = [b'0'; 20];
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend(digits.iter().map(|&d| char::from(d)));
+}
+
 /// The partition of an account: head and entries.
 pub fn account_partition(tenant: &TenantId, account: &AccountId) -> String {
-    format!("T#{tenant}#A#{account}")
+    let mut pk = tenant_prefix(tenant, "A#", 31);
+    account.push_to(&mut pk);
+    pk
 }
 
 /// An account's head: its current state and balances.
@@ -37,10 +60,25 @@ pub fn account(tenant: &TenantId, account: &AccountId) -> Key {
 
 /// One entry of an account's history.
 pub fn entry(tenant: &TenantId, account: &AccountId, at: Timestamp, seq: u64) -> Key {
-    Key::new(
-        account_partition(tenant, account),
-        format!("{ENTRY_PREFIX}{:020}#{seq:020}", at.micros()),
-    )
+    let sk = match u64::try_from(at.micros()) {
+        Ok(micros) => {
+            let mut sk = String::with_capacity(ENTRY_PREFIX.len() + 41);
+            sk.push_str(ENTRY_PREFIX);
+            push_020(&mut sk, micros);
+            sk.push('#');
+            push_020(&mut sk, seq);
+            sk
+        }
+        // Before 1970: never for a real posting, but the key stays what it always was.
+        Err(_) => format!("{ENTRY_PREFIX}{:020}#{seq:020}", at.micros()),
+    };
+    Key::new(account_partition(tenant, account), sk)
+}
+
+/// Whether a key is an account entry. The planner never reads entries (history is queried, not
+/// read by key), so the committer leaves them out of what it remembers of batches in flight.
+pub fn is_entry(key: &Key) -> bool {
+    key.sk.starts_with(ENTRY_PREFIX) && key.pk.contains("#A#")
 }
 
 /// All entries of an account up to and including `until`.
@@ -78,17 +116,21 @@ pub fn external_ref(tenant: &TenantId, external_ref: &str) -> Key {
 
 /// The partition of a tenant's transfers.
 pub fn transfers(tenant: &TenantId) -> String {
-    format!("T#{tenant}#TRANSFERS")
+    tenant_prefix(tenant, "TRANSFERS", 0)
 }
 
 /// A transfer.
 pub fn transfer(tenant: &TenantId, transfer: &TransferId) -> Key {
-    Key::new(transfers(tenant), transfer.to_string())
+    let mut sk = String::with_capacity(31);
+    transfer.push_to(&mut sk);
+    Key::new(transfers(tenant), sk)
 }
 
 /// The record of an idempotency key.
 pub fn idempotency(tenant: &TenantId, key: &IdempotencyKey) -> Key {
-    Key::new(format!("T#{tenant}#IDEM#{}", key.as_str()), "IDEM")
+    let mut pk = tenant_prefix(tenant, "IDEM#", key.as_str().len());
+    pk.push_str(key.as_str());
+    Key::new(pk, "IDEM")
 }
 
 /// The partition of one shard of the hold-expiry index.
@@ -143,6 +185,59 @@ fn transfer_random_bits(transfer: &TransferId) -> u64 {
 mod tests {
     use super::*;
     use crate::ids::IdGen;
+
+    #[test]
+    fn keys_read_as_the_table_says() {
+        let t = TenantId::new("acme").expect("tenant");
+        let ids = IdGen::new();
+        let a = ids.account(Timestamp::from_micros(5));
+        let x = ids.transfer(Timestamp::from_micros(5));
+        let mut pushed = String::new();
+        a.push_to(&mut pushed);
+        assert_eq!(pushed, a.to_string());
+        assert_eq!(pushed.parse::<AccountId>(), Ok(a));
+        assert!(
+            pushed.starts_with("acct_") && pushed.len() == 31,
+            "{pushed}"
+        );
+        assert_eq!(account(&t, &a).pk, format!("T#acme#A#{a}"));
+        assert_eq!(
+            entry(&t, &a, Timestamp::from_micros(1_795_464_222_658_766), 7).sk,
+            "E#00001795464222658766#00000000000000000007"
+        );
+        assert_eq!(
+            entry(&t, &a, Timestamp::from_micros(0), u64::MAX).sk,
+            format!("E#{:020}#{:020}", 0, u64::MAX)
+        );
+        assert_eq!(
+            entry(&t, &a, Timestamp::from_micros(-3), 1).sk,
+            format!("E#{:020}#{:020}", -3, 1)
+        );
+        assert_eq!(
+            transfer(&t, &x),
+            Key::new("T#acme#TRANSFERS", x.to_string())
+        );
+        let key = IdempotencyKey::new("order-1").expect("key");
+        assert_eq!(
+            idempotency(&t, &key),
+            Key::new("T#acme#IDEM#order-1", "IDEM")
+        );
+    }
+
+    #[test]
+    fn only_entries_are_entries() {
+        let t = TenantId::new("acme").expect("tenant");
+        let ids = IdGen::new();
+        let a = ids.account(Timestamp::from_micros(5));
+        assert!(is_entry(&entry(&t, &a, Timestamp::from_micros(10), 1)));
+        assert!(!is_entry(&account(&t, &a)));
+        assert!(!is_entry(&account_list_item(&t, &a)));
+        assert!(!is_entry(&transfer(
+            &t,
+            &ids.transfer(Timestamp::from_micros(5))
+        )));
+        assert!(!is_entry(&external_ref(&t, "E#1")));
+    }
 
     #[test]
     fn entry_keys_sort_by_time_then_sequence() {

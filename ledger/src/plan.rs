@@ -168,9 +168,14 @@ pub(crate) fn second_reads(commands: &[Command], reads: &Snapshot) -> Result<Vec
 }
 
 fn dedup(keys: Vec<Key>) -> Vec<Key> {
-    let mut seen = HashSet::with_capacity(keys.len());
+    let first: Vec<bool> = {
+        let mut seen: HashSet<&Key, foldhash::fast::RandomState> =
+            HashSet::with_capacity_and_hasher(keys.len(), Default::default());
+        keys.iter().map(|k| seen.insert(k)).collect()
+    };
     keys.into_iter()
-        .filter(|k| seen.insert(k.clone()))
+        .zip(first)
+        .filter_map(|(key, first)| first.then_some(key))
         .collect()
 }
 

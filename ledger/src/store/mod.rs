@@ -206,7 +206,8 @@ pub fn check_transaction(ops: &[WriteOp], limits: StoreLimits) -> Result<(), Sto
             limits.transaction_items_max
         )));
     }
-    let mut keys = std::collections::HashSet::with_capacity(ops.len());
+    let mut keys: std::collections::HashSet<&Key, foldhash::fast::RandomState> =
+        std::collections::HashSet::with_capacity_and_hasher(ops.len(), Default::default());
     for op in ops {
         if !keys.insert(op.key()) {
             return Err(StoreError::Invalid(format!(

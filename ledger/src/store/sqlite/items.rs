@@ -41,15 +41,10 @@ pub fn materialize(conn: &mut Connection, layer: &Layer, seq: u64) -> Result<(),
         let mut delete = tx
             .prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")
             .map_err(unavailable)?;
-        for (key, value) in layer {
+        for (pk, sk, value) in layer.sorted() {
             match value {
-                Some(item) => put.execute(params![
-                    key.pk,
-                    key.sk,
-                    version_i64(item.version)?,
-                    item.body
-                ]),
-                None => delete.execute(params![key.pk, key.sk]),
+                Some(item) => put.execute(params![pk, sk, version_i64(item.version)?, item.body]),
+                None => delete.execute(params![pk, sk]),
             }
             .map_err(unavailable)?;
         }

@@ -13,12 +13,87 @@
 //! from the layer the table now holds, so a retained item is never older than the table's.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::store::{Item, Key, WriteOp};
 
-/// One layer: key to latest value (`None`: deleted).
-pub type Layer = BTreeMap<Key, Option<Item>>;
+/// Maps keyed by store keys: foldhash, seeded per process (the keys are partly client-chosen).
+type Hasher = foldhash::fast::RandomState;
+
+/// One layer: the latest value of each key (`None`: deleted), by partition and then by sort
+/// key. A point lookup hashes the partition and compares sort keys only (store keys share long
+/// prefixes, which make comparing whole keys slow); a range query walks one partition.
+#[derive(Debug, Default)]
+pub struct Layer {
+    partitions: HashMap<String, BTreeMap<String, Option<Item>>, Hasher>,
+    len: usize,
+}
+
+impl Layer {
+    /// An empty layer.
+    pub fn new() -> Layer {
+        Layer::default()
+    }
+
+    /// The value of a key, if the layer has one.
+    pub fn get(&self, key: &Key) -> Option<&Option<Item>> {
+        self.partitions.get(&key.pk)?.get(&key.sk)
+    }
+
+    /// Sets the value of a key.
+    pub fn insert(&mut self, key: Key, value: Option<Item>) {
+        let Key { pk, sk } = key;
+        let added = match self.partitions.get_mut(&pk) {
+            Some(partition) => partition.insert(sk, value).is_none(),
+            None => {
+                self.partitions.insert(pk, BTreeMap::from([(sk, value)]));
+                true
+            }
+        };
+        self.len += usize::from(added);
+    }
+
+    /// One partition's values with sort keys in `[low, high)`, ascending.
+    pub fn range<'a>(
+        &'a self,
+        pk: &str,
+        low: &'a str,
+        high: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Option<Item>)> + 'a {
+        self.partitions
+            .get(pk)
+            .into_iter()
+            .flat_map(move |partition| {
+                partition.range::<str, _>((Bound::Included(low), Bound::Excluded(high)))
+            })
+    }
+
+    /// Every value with its partition and sort key, in key order (partitions sorted, then
+    /// sort keys), so that the items table's b-tree is walked in order.
+    pub fn sorted(&self) -> Vec<(&str, &str, &Option<Item>)> {
+        let mut partitions: Vec<_> = self.partitions.iter().collect();
+        partitions.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        partitions
+            .into_iter()
+            .flat_map(|(pk, partition)| {
+                partition
+                    .iter()
+                    .map(move |(sk, value)| (pk.as_str(), sk.as_str(), value))
+            })
+            .collect()
+    }
+
+    /// Keys in the layer.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the layer holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
 
 /// The two layers and the journal position they reach.
 #[derive(Debug, Default)]
@@ -31,7 +106,7 @@ pub struct Overlay {
     frozen_seq: u64,
     /// Items the table holds, kept from dropped layers (see the module docs); not counted in
     /// [`Overlay::len`].
-    retained: HashMap<Key, Item>,
+    retained: HashMap<Key, Item, Hasher>,
 }
 
 /// Most items [`Overlay`] keeps from dropped layers; half of them go when it is full.
@@ -71,15 +146,14 @@ impl Overlay {
         if low >= high {
             return Vec::new();
         }
-        let bounds = Key::new(pk, low)..Key::new(pk, high);
         let mut merged: BTreeMap<String, Option<Item>> = BTreeMap::new();
         if let Some(frozen) = &self.frozen {
-            for (key, value) in frozen.range(bounds.clone()) {
-                merged.insert(key.sk.clone(), value.clone());
+            for (sk, value) in frozen.range(pk, low, high) {
+                merged.insert(sk.clone(), value.clone());
             }
         }
-        for (key, value) in self.active.range(bounds) {
-            merged.insert(key.sk.clone(), value.clone());
+        for (sk, value) in self.active.range(pk, low, high) {
+            merged.insert(sk.clone(), value.clone());
         }
         merged.into_iter().collect()
     }
@@ -119,14 +193,19 @@ impl Overlay {
         let Some(frozen) = self.frozen.take() else {
             return;
         };
-        for (key, value) in frozen.iter() {
-            match value {
-                Some(item) if item.version > 1 => {
-                    self.retained.insert(key.clone(), item.clone());
-                }
-                // Deleted, or created again: the table's value is the one to read.
-                _ => {
-                    self.retained.remove(key);
+        for (pk, partition) in &frozen.partitions {
+            for (sk, value) in partition {
+                match value {
+                    Some(item) if item.version > 1 => {
+                        self.retained.insert(item.key.clone(), item.clone());
+                    }
+                    // Created again, or deleted: the table's value is the one to read.
+                    Some(item) => {
+                        self.retained.remove(&item.key);
+                    }
+                    None => {
+                        self.retained.remove(&Key::new(pk.as_str(), sk.as_str()));
+                    }
                 }
             }
         }
@@ -252,6 +331,43 @@ mod tests {
         o.freeze().expect("something to freeze");
         o.thaw();
         assert_eq!(o.lookup(&Key::new("p", "b")), None);
+    }
+
+    #[test]
+    fn a_layer_counts_keys_once_and_lists_them_in_key_order() {
+        let mut layer = Layer::new();
+        for (pk, sk, v) in [("q", "b", 1), ("p", "z", 1), ("q", "a", 1), ("p", "z", 2)] {
+            layer.insert(
+                Key::new(pk, sk),
+                Some(Item {
+                    key: Key::new(pk, sk),
+                    version: v,
+                    body: vec![],
+                }),
+            );
+        }
+        layer.insert(Key::new("a", "x"), None);
+        assert_eq!(layer.len(), 4);
+        let keys: Vec<_> = layer
+            .sorted()
+            .into_iter()
+            .map(|(pk, sk, v)| (pk, sk, v.as_ref().map(|i| i.version)))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("a", "x", None),
+                ("p", "z", Some(2)),
+                ("q", "a", Some(1)),
+                ("q", "b", Some(1))
+            ]
+        );
+        let in_q: Vec<_> = layer
+            .range("q", "a", "b")
+            .map(|(sk, _)| sk.as_str())
+            .collect();
+        assert_eq!(in_q, vec!["a"]);
+        assert_eq!(layer.range("r", "", "z").count(), 0);
     }
 
     #[test]
