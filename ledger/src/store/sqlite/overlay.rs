@@ -54,7 +54,8 @@ impl Layer {
         self.len += usize::from(added);
     }
 
-    /// One partition's values with sort keys in `[low, high)`, ascending.
+    /// One partition's values with sort keys in `[low, high)`, ascending; nothing if `low` is
+    /// not below `high`.
     pub fn range<'a>(
         &'a self,
         pk: &str,
@@ -63,6 +64,7 @@ impl Layer {
     ) -> impl Iterator<Item = (&'a String, &'a Option<Item>)> + 'a {
         self.partitions
             .get(pk)
+            .filter(|_| low < high)
             .into_iter()
             .flat_map(move |partition| {
                 partition.range::<str, _>((Bound::Included(low), Bound::Excluded(high)))
@@ -368,6 +370,11 @@ mod tests {
             .collect();
         assert_eq!(in_q, vec!["a"]);
         assert_eq!(layer.range("r", "", "z").count(), 0);
+        assert_eq!(
+            layer.range("q", "b", "a").count(),
+            0,
+            "an empty range, not a panic"
+        );
     }
 
     #[test]
