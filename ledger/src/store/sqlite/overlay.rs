@@ -26,8 +26,66 @@ type Hasher = foldhash::fast::RandomState;
 /// prefixes, which make comparing whole keys slow); a range query walks one partition.
 #[derive(Debug, Default)]
 pub struct Layer {
-    partitions: HashMap<String, BTreeMap<String, Option<Item>>, Hasher>,
+    partitions: HashMap<String, Partition, Hasher>,
     len: usize,
+}
+
+/// The values of one partition. Many partitions hold a single item (an idempotency record is
+/// alone in its own), and a b-tree's smallest node is the size of eleven, so one item is kept
+/// inline.
+#[derive(Debug)]
+enum Partition {
+    One(String, Option<Item>),
+    Many(BTreeMap<String, Option<Item>>),
+}
+
+impl Partition {
+    fn get(&self, sk: &str) -> Option<&Option<Item>> {
+        match self {
+            Partition::One(only, value) => (only == sk).then_some(value),
+            Partition::Many(map) => map.get(sk),
+        }
+    }
+
+    /// Sets a value; whether the sort key is new to the partition.
+    fn insert(&mut self, sk: String, value: Option<Item>) -> bool {
+        match self {
+            Partition::One(only, old) if *only == sk => {
+                *old = value;
+                false
+            }
+            Partition::One(only, old) => {
+                let first = (std::mem::take(only), old.take());
+                *self = Partition::Many(BTreeMap::from([first, (sk, value)]));
+                true
+            }
+            Partition::Many(map) => map.insert(sk, value).is_none(),
+        }
+    }
+
+    /// Values with sort keys in `[low, high)` (`low < high`), ascending.
+    fn range<'a>(
+        &'a self,
+        low: &'a str,
+        high: &'a str,
+    ) -> Box<dyn Iterator<Item = (&'a String, &'a Option<Item>)> + 'a> {
+        match self {
+            Partition::One(only, value) => {
+                let inside = low <= only.as_str() && only.as_str() < high;
+                Box::new(inside.then_some((only, value)).into_iter())
+            }
+            Partition::Many(map) => {
+                Box::new(map.range::<str, _>((Bound::Included(low), Bound::Excluded(high))))
+            }
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&String, &Option<Item>)> + '_> {
+        match self {
+            Partition::One(only, value) => Box::new(std::iter::once((only, value))),
+            Partition::Many(map) => Box::new(map.iter()),
+        }
+    }
 }
 
 impl Layer {
@@ -45,9 +103,9 @@ impl Layer {
     pub fn insert(&mut self, key: Key, value: Option<Item>) {
         let Key { pk, sk } = key;
         let added = match self.partitions.get_mut(&pk) {
-            Some(partition) => partition.insert(sk, value).is_none(),
+            Some(partition) => partition.insert(sk, value),
             None => {
-                self.partitions.insert(pk, BTreeMap::from([(sk, value)]));
+                self.partitions.insert(pk, Partition::One(sk, value));
                 true
             }
         };
@@ -66,9 +124,7 @@ impl Layer {
             .get(pk)
             .filter(|_| low < high)
             .into_iter()
-            .flat_map(move |partition| {
-                partition.range::<str, _>((Bound::Included(low), Bound::Excluded(high)))
-            })
+            .flat_map(move |partition| partition.range(low, high))
     }
 
     /// Every value with its partition and sort key, in key order (partitions sorted, then
@@ -196,7 +252,7 @@ impl Overlay {
             return;
         };
         for (pk, partition) in &frozen.partitions {
-            for (sk, value) in partition {
+            for (sk, value) in partition.iter() {
                 match value {
                     Some(item) if item.version > 1 => {
                         self.retained.insert(item.key.clone(), item.clone());
@@ -375,6 +431,20 @@ mod tests {
             0,
             "an empty range, not a panic"
         );
+        // A partition of one: found, replaced in place, ranged, then grown.
+        assert_eq!(layer.get(&Key::new("a", "x")), Some(&None));
+        assert_eq!(layer.get(&Key::new("a", "y")), None);
+        assert_eq!(layer.range("a", "x", "y").count(), 1);
+        assert_eq!(layer.range("a", "a", "x").count(), 0);
+        layer.insert(Key::new("a", "x"), None);
+        assert_eq!(layer.len(), 4);
+        layer.insert(Key::new("a", "w"), None);
+        assert_eq!(layer.len(), 5);
+        let in_a: Vec<_> = layer
+            .range("a", "", "z")
+            .map(|(sk, _)| sk.as_str())
+            .collect();
+        assert_eq!(in_a, vec!["w", "x"]);
     }
 
     #[test]
