@@ -22,8 +22,10 @@ pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 pub const LOG_BUFFER_BYTES_MAX: usize = 1 << 20;
 
 /// Where log lines gather before they are written.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Buffer {
+    /// Where the lines go: standard output (tests collect them instead).
+    sink: fn(&[u8]),
     lines: Mutex<Vec<u8>>,
     /// Held while a buffer is taken and written, so buffers go out in the order they filled.
     output: Mutex<()>,
@@ -35,14 +37,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Writes lines to standard output. Standard output gone (a closed pipe): nothing better to
+/// do with a log line.
+fn to_stdout(lines: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(lines).and_then(|()| out.flush());
+}
+
 impl Buffer {
+    fn new(sink: fn(&[u8])) -> Buffer {
+        Buffer {
+            sink,
+            lines: Mutex::default(),
+            output: Mutex::default(),
+            stop: Mutex::default(),
+            wake: Condvar::new(),
+        }
+    }
+
     /// Writes out everything buffered so far.
-    fn flush_to(&self, out: &mut impl Write) {
+    fn flush(&self) {
         let _order = lock(&self.output);
         let lines = std::mem::take(&mut *lock(&self.lines));
         if !lines.is_empty() {
-            // Standard output gone (a closed pipe): nothing better to do with a log line.
-            let _ = out.write_all(&lines).and_then(|()| out.flush());
+            (self.sink)(&lines);
         }
     }
 }
@@ -59,7 +77,7 @@ impl Write for BufferWriter {
             lines.len() >= LOG_BUFFER_BYTES_MAX
         };
         if full {
-            self.0.flush_to(&mut std::io::stdout().lock());
+            self.0.flush();
         }
         Ok(bytes.len())
     }
@@ -91,7 +109,7 @@ impl Drop for LogGuard {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        self.buffer.flush_to(&mut std::io::stdout().lock());
+        self.buffer.flush();
     }
 }
 
@@ -104,7 +122,7 @@ fn writer_thread(buffer: &Buffer) {
             .unwrap_or_else(|p| p.into_inner())
             .0;
         drop(stop);
-        buffer.flush_to(&mut std::io::stdout().lock());
+        buffer.flush();
         stop = lock(&buffer.stop);
     }
 }
@@ -119,7 +137,7 @@ pub fn init(filter: &str) -> Option<LogGuard> {
         .with_current_span(true)
         .with_span_list(false)
         .with_env_filter(filter);
-    let buffer = Arc::new(Buffer::default());
+    let buffer = Arc::new(Buffer::new(to_stdout));
     let thread = {
         let buffer = buffer.clone();
         std::thread::Builder::new()
@@ -151,17 +169,45 @@ pub fn init(filter: &str) -> Option<LogGuard> {
 mod tests {
     use super::*;
 
+    /// What the test buffers wrote, per test (each test uses its own sink).
+    static ORDER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+    static FULL: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
     #[test]
     fn lines_go_out_whole_and_in_order() {
-        let buffer = Arc::new(Buffer::default());
+        let buffer = Arc::new(Buffer::new(|b| lock(&ORDER).extend_from_slice(b)));
         let mut writer = BufferWriter(buffer.clone());
         writer.write_all(b"{\"n\":1}\n").unwrap();
         writer.write_all(b"{\"n\":2}\n").unwrap();
-        let mut out = Vec::new();
-        buffer.flush_to(&mut out);
-        assert_eq!(out, b"{\"n\":1}\n{\"n\":2}\n");
-        let mut again = Vec::new();
-        buffer.flush_to(&mut again);
-        assert!(again.is_empty(), "a line went out twice");
+        assert!(lock(&ORDER).is_empty(), "written before a flush");
+        buffer.flush();
+        assert_eq!(*lock(&ORDER), b"{\"n\":1}\n{\"n\":2}\n");
+        buffer.flush();
+        assert_eq!(lock(&ORDER).len(), 16, "a line went out twice");
+    }
+
+    #[test]
+    fn the_line_that_fills_the_buffer_writes_it_out() {
+        let buffer = Arc::new(Buffer::new(|b| lock(&FULL).extend_from_slice(b)));
+        let mut writer = BufferWriter(buffer.clone());
+        let line = vec![b'x'; 1023];
+        let lines = (LOG_BUFFER_BYTES_MAX - 1) / 1024;
+        for _ in 0..lines {
+            writer.write_all(&line).unwrap();
+            writer.write_all(b"\n").unwrap();
+        }
+        let short = LOG_BUFFER_BYTES_MAX - 1 - lines * 1024;
+        writer.write_all(&vec![b'y'; short]).unwrap();
+        assert!(
+            lock(&FULL).is_empty(),
+            "one byte below the limit stays buffered"
+        );
+        writer.write_all(b"\n").unwrap();
+        assert_eq!(
+            lock(&FULL).len(),
+            LOG_BUFFER_BYTES_MAX,
+            "at the limit it is written out"
+        );
+        assert!(lock(&buffer.lines).is_empty());
     }
 }

@@ -44,8 +44,8 @@ pub struct CommitConfig {
     pub batch_len_max: usize,
     /// How long the committer waits for more requests after the first of a batch. Zero (the
     /// default) takes only what is already queued. Tokio's timer counts in milliseconds, so any
-    /// other value waits about a millisecond at least: with 16 clients posting single
-    /// transfers, 100 µs cut the rate from about 15,000 to about 5,000 per second (measured).
+    /// other value waits about a millisecond at least, which costs single transfers most of
+    /// their rate (`bench/README.md`).
     pub wait: Duration,
     /// How often a batch is planned again after losing a condition to another writer.
     pub retries_max: u32,

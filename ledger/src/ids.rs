@@ -74,6 +74,9 @@ macro_rules! prefixed_id {
             /// The type prefix, including the underscore.
             pub const PREFIX: &'static str = $prefix;
 
+            /// Length of the id's text: the prefix and a ULID.
+            pub const TEXT_LEN: usize = $prefix.len() + ulid::ULID_LEN;
+
             /// Wraps a ULID.
             pub fn from_ulid(ulid: Ulid) -> Self {
                 $name(ulid)

@@ -48,7 +48,7 @@ fn push_020(out: &mut String, mut n: u64) {
 
 /// The partition of an account: head and entries.
 pub fn account_partition(tenant: &TenantId, account: &AccountId) -> String {
-    let mut pk = tenant_prefix(tenant, "A#", 31);
+    let mut pk = tenant_prefix(tenant, "A#", AccountId::TEXT_LEN);
     account.push_to(&mut pk);
     pk
 }
@@ -62,7 +62,7 @@ pub fn account(tenant: &TenantId, account: &AccountId) -> Key {
 pub fn entry(tenant: &TenantId, account: &AccountId, at: Timestamp, seq: u64) -> Key {
     let sk = match u64::try_from(at.micros()) {
         Ok(micros) => {
-            let mut sk = String::with_capacity(ENTRY_PREFIX.len() + 41);
+            let mut sk = String::with_capacity(ENTRY_PREFIX.len() + 20 + 1 + 20);
             sk.push_str(ENTRY_PREFIX);
             push_020(&mut sk, micros);
             sk.push('#');
@@ -121,7 +121,7 @@ pub fn transfers(tenant: &TenantId) -> String {
 
 /// A transfer.
 pub fn transfer(tenant: &TenantId, transfer: &TransferId) -> Key {
-    let mut sk = String::with_capacity(31);
+    let mut sk = String::with_capacity(TransferId::TEXT_LEN);
     transfer.push_to(&mut sk);
     Key::new(transfers(tenant), sk)
 }
@@ -197,9 +197,10 @@ mod tests {
         assert_eq!(pushed, a.to_string());
         assert_eq!(pushed.parse::<AccountId>(), Ok(a));
         assert!(
-            pushed.starts_with("acct_") && pushed.len() == 31,
+            pushed.starts_with("acct_") && pushed.len() == AccountId::TEXT_LEN,
             "{pushed}"
         );
+        assert_eq!(AccountId::TEXT_LEN, 31);
         assert_eq!(account(&t, &a).pk, format!("T#acme#A#{a}"));
         assert_eq!(
             entry(&t, &a, Timestamp::from_micros(1_795_464_222_658_766), 7).sk,

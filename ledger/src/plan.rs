@@ -23,7 +23,7 @@ use crate::ids::{AccountId, IdGen, TenantId, TransferId};
 use crate::layout;
 use crate::limits::BATCH_TRANSFERS_MAX;
 use crate::money::{Amount, Currency};
-use crate::store::{Condition, Item, Key, WriteOp};
+use crate::store::{Condition, Item, Key, KeyHasher, WriteOp};
 use crate::time::Timestamp;
 use crate::transfer::{
     Entry, EntryKind, Hold, Leg, NewTransfer, Transfer, TransferState, VoidReason,
@@ -32,9 +32,8 @@ use crate::transfer::{
 /// The items read for a batch: `None` for keys that do not exist.
 pub(crate) type Snapshot = Map<Key, Option<Item>>;
 
-/// Hash maps of the planner: foldhash is several times faster than SipHash on these short
-/// string keys and still seeded per process.
-pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// Hash maps of the planner (see [`KeyHasher`]).
+pub(crate) type Map<K, V> = std::collections::HashMap<K, V, KeyHasher>;
 
 /// Why a command did not complete.
 enum Fail {
@@ -169,7 +168,7 @@ pub(crate) fn second_reads(commands: &[Command], reads: &Snapshot) -> Result<Vec
 
 fn dedup(keys: Vec<Key>) -> Vec<Key> {
     let first: Vec<bool> = {
-        let mut seen: HashSet<&Key, foldhash::fast::RandomState> =
+        let mut seen: HashSet<&Key, KeyHasher> =
             HashSet::with_capacity_and_hasher(keys.len(), Default::default());
         keys.iter().map(|k| seen.insert(k)).collect()
     };
@@ -246,14 +245,15 @@ impl<'a> Planner<'a> {
         self.check_balanced()?;
         let mut ops =
             Vec::with_capacity(self.writes.len() + self.accounts.len() + self.transfers.len());
-        let head = |key: Key, value: Option<&[u8]>, read_version: Option<u64>| {
+        // `created`: the condition of an item the batch creates (it read no version).
+        let head = |key: Key, value: Option<&[u8]>, read_version: Option<u64>, created| {
             value.map(|body| WriteOp::Put {
                 item: Item {
                     key,
                     version: read_version.map_or(1, |v| v + 1),
                     body: body.to_vec(),
                 },
-                condition: read_version.map_or(Condition::NotExists, Condition::Version),
+                condition: read_version.map_or(created, Condition::Version),
             })
         };
         for (key, slot) in self.accounts.into_iter().filter(|(_, s)| s.dirty) {
@@ -261,26 +261,19 @@ impl<'a> Planner<'a> {
                 key,
                 slot.value.as_ref().map(encode).as_deref(),
                 slot.read_version,
+                Condition::NotExists,
             ));
         }
         for (key, slot) in self.transfers.into_iter().filter(|(_, s)| s.dirty) {
-            let created = slot.read_version.is_none();
-            ops.extend(
-                head(
-                    key,
-                    slot.value.as_ref().map(encode).as_deref(),
-                    slot.read_version,
-                )
-                .map(|mut op| {
-                    // A transfer created here has a fresh id, and its legs change account heads
-                    // under version conditions in this same transaction: those already rule out
-                    // a second application, so the store need not look the new key up first.
-                    if let (true, WriteOp::Put { condition, .. }) = (created, &mut op) {
-                        *condition = Condition::None;
-                    }
-                    op
-                }),
-            );
+            // A transfer created here has a fresh id, and its legs change account heads under
+            // version conditions in this same transaction: those already rule out a second
+            // application, so the store need not look the new key up first.
+            ops.extend(head(
+                key,
+                slot.value.as_ref().map(encode).as_deref(),
+                slot.read_version,
+                Condition::None,
+            ));
         }
         for (key, pending) in self.writes {
             ops.push(match pending {

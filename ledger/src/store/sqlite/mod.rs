@@ -124,7 +124,7 @@ struct Writer {
     /// Versions written by transactions that passed their conditions and wait for the journal
     /// (`None`: deleted), with the sequence that wrote them. Later transactions are checked
     /// against them; readers never see them.
-    pending: std::collections::HashMap<Key, (u64, Option<u64>), foldhash::fast::RandomState>,
+    pending: std::collections::HashMap<Key, (u64, Option<u64>), super::KeyHasher>,
     /// Transactions waiting for the journal, in sequence order.
     queue: std::collections::VecDeque<Job>,
     stop: bool,

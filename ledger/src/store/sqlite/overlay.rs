@@ -16,10 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::store::{Item, Key, WriteOp};
-
-/// Maps keyed by store keys: foldhash, seeded per process (the keys are partly client-chosen).
-type Hasher = foldhash::fast::RandomState;
+use crate::store::{Item, Key, KeyHasher as Hasher, WriteOp};
 
 /// One layer: the latest value of each key (`None`: deleted), by partition and then by sort
 /// key. A point lookup hashes the partition and compares sort keys only (store keys share long
