@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use ledger::store::sqlite::SqliteStore;
+use ledger::store::dynamodb::DynamoStore;
 use ledger::{Ledger, LedgerConfig, SystemClock, TenantId};
 
 use crate::auth::DevIssuer;
-use crate::config::{Config, ConfigError, EnvSource, Layered, Mode, file_source};
+use crate::config::{Config, ConfigError, EnvSource, Layered, Mode, StoreChoice, file_source};
 
 /// Exit status for an invalid configuration or refused usage (`EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
@@ -57,6 +57,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// DynamoDB administration (the `dynamodb_*` settings say where).
+    Dynamodb {
+        #[command(subcommand)]
+        action: DynamodbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DynamodbCommand {
+    /// Creates the ledger table (on-demand capacity) unless it exists; for development, since
+    /// production tables come from CloudFormation with the same definition.
+    CreateTables,
 }
 
 /// Runs the command line; the process exits with the returned status.
@@ -85,6 +97,9 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::TrialBalance { json } => run_async(trial_balance(config, json)),
+        Command::Dynamodb {
+            action: DynamodbCommand::CreateTables,
+        } => run_async(create_tables(config)),
     }
 }
 
@@ -195,13 +210,36 @@ fn dev_token(
     }
 }
 
+async fn create_tables(config: Config) -> ExitCode {
+    let created = match DynamoStore::connect(&config.dynamodb).await {
+        Ok(store) => store.create_table().await,
+        Err(e) => Err(e),
+    };
+    match created {
+        Ok(true) => {
+            println!("created table {}", config.dynamodb.table);
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("table {} exists", config.dynamodb.table);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("strongroom: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn trial_balance(config: Config, json: bool) -> ExitCode {
-    let path = config.database_path();
-    if !path.exists() {
-        eprintln!("strongroom: no database at {}", path.display());
+    if config.store == StoreChoice::Sqlite && !config.database_path().exists() {
+        eprintln!(
+            "strongroom: no database at {}",
+            config.database_path().display()
+        );
         return ExitCode::FAILURE;
     }
-    let store = match SqliteStore::open(&path) {
+    let store = match crate::server::open_store(&config).await {
         Ok(store) => store,
         Err(e) => {
             eprintln!("strongroom: {e}");
@@ -209,7 +247,7 @@ async fn trial_balance(config: Config, json: bool) -> ExitCode {
         }
     };
     let ledger = Ledger::start(
-        Arc::new(store),
+        store,
         Arc::new(SystemClock),
         LedgerConfig {
             commit: config.commit,

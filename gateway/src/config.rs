@@ -18,6 +18,7 @@ use ledger::limits::{
     COMMIT_BATCH_LEN_DEFAULT, COMMIT_QUEUE_LEN_DEFAULT, COMMIT_RETRIES_DEFAULT,
     COMMIT_WAIT_US_DEFAULT,
 };
+use ledger::store::dynamodb::{DYNAMODB_TABLE_DEFAULT, DynamoConfig};
 
 /// Prefix of every environment variable.
 pub const ENV_PREFIX: &str = "STRONGROOM_";
@@ -44,6 +45,15 @@ pub const DEFAULT_HOLD_SWEEP_MS: u64 = 1_000;
 pub const DEFAULT_TOKEN_CACHE_LEN_MAX: usize = 10_000;
 /// Default log filter.
 pub const DEFAULT_LOG: &str = "info";
+
+/// Which store holds the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// SQLite files in the data directory (the zero-configuration default).
+    Sqlite,
+    /// A DynamoDB table: any number of instances can share it.
+    Dynamodb(DynamoConfig),
+}
 
 /// Development or production.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +93,11 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long in-flight requests may take after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Where the ledger is stored.
+    pub store: StoreChoice,
+    /// The DynamoDB table settings (used by `store = "dynamodb"` and by
+    /// `strongroom dynamodb create-tables`).
+    pub dynamodb: DynamoConfig,
     /// Group commit bounds.
     pub commit: CommitConfig,
     /// Hold-expiry sweep interval.
@@ -178,6 +193,10 @@ pub const SETTINGS: &[&str] = &[
     "body_bytes_max",
     "request_timeout_ms",
     "shutdown_grace_ms",
+    "store",
+    "dynamodb_table",
+    "dynamodb_region",
+    "dynamodb_endpoint",
     "commit_queue_len_max",
     "commit_batch_len_max",
     "commit_wait_us",
@@ -261,6 +280,23 @@ impl Config {
                 100,
             )?,
         };
+        let dynamodb = DynamoConfig {
+            table: source
+                .get("dynamodb_table")
+                .unwrap_or_else(|| DYNAMODB_TABLE_DEFAULT.to_owned()),
+            region: source.get("dynamodb_region").filter(|s| !s.is_empty()),
+            endpoint: source.get("dynamodb_endpoint").filter(|s| !s.is_empty()),
+            ..DynamoConfig::default()
+        };
+        let store = match source.get("store").as_deref().map(str::trim) {
+            None | Some("sqlite") => StoreChoice::Sqlite,
+            Some("dynamodb") => StoreChoice::Dynamodb(dynamodb.clone()),
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "store must be sqlite or dynamodb, not {other:?}"
+                )));
+            }
+        };
         let config = Config {
             mode,
             data_dir: path("data_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -308,6 +344,8 @@ impl Config {
                 0,
                 600_000,
             )?),
+            store,
+            dynamodb,
             commit,
             hold_sweep_interval: Duration::from_millis(bounded(
                 "hold_sweep_ms",
@@ -327,6 +365,24 @@ impl Config {
         }
         if self.jwks_file.is_some() != self.jwt_issuer.is_some() {
             return Err(ConfigError("jwks_file and jwt_issuer go together".into()));
+        }
+        let table = &self.dynamodb.table;
+        // DynamoDB's rule for table names.
+        let table_ok = (3..=255).contains(&table.len())
+            && table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !table_ok {
+            return Err(ConfigError(format!(
+                "dynamodb_table must be 3 to 255 of a-z, A-Z, 0-9, '_', '-', '.', not {table:?}"
+            )));
+        }
+        if let Some(endpoint) = &self.dynamodb.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError(format!(
+                "dynamodb_endpoint must be an http:// or https:// URL, not {endpoint:?}"
+            )));
         }
         if self.jwt_audience.trim().is_empty() {
             return Err(ConfigError("jwt_audience must not be empty".into()));
@@ -381,6 +437,28 @@ impl fmt::Display for Config {
             self.request_timeout.as_millis()
         )?;
         writeln!(f, "shutdown_grace_ms = {}", self.shutdown_grace.as_millis())?;
+        writeln!(
+            f,
+            "store = {}",
+            match self.store {
+                StoreChoice::Sqlite => "sqlite",
+                StoreChoice::Dynamodb(_) => "dynamodb",
+            }
+        )?;
+        writeln!(f, "dynamodb_table = {}", self.dynamodb.table)?;
+        writeln!(
+            f,
+            "dynamodb_region = {}",
+            self.dynamodb
+                .region
+                .as_deref()
+                .unwrap_or("(from the AWS provider chain)")
+        )?;
+        writeln!(
+            f,
+            "dynamodb_endpoint = {}",
+            self.dynamodb.endpoint.as_deref().unwrap_or("(AWS)")
+        )?;
         writeln!(f, "commit_queue_len_max = {}", self.commit.queue_len_max)?;
         writeln!(f, "commit_batch_len_max = {}", self.commit.batch_len_max)?;
         writeln!(f, "commit_wait_us = {}", self.commit.wait.as_micros())?;
@@ -414,6 +492,8 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.body_bytes_max, DEFAULT_BODY_BYTES_MAX);
         assert_eq!(c.commit, CommitConfig::default());
+        assert_eq!(c.store, StoreChoice::Sqlite);
+        assert_eq!(c.dynamodb.table, DYNAMODB_TABLE_DEFAULT);
     }
 
     #[test]
@@ -431,12 +511,37 @@ mod tests {
         check(&[("jwt_leeway_s", "301")], "jwt_leeway_s");
         check(&[("commit_batch_len_max", "0")], "commit_batch_len_max");
         check(&[("tls_cert", "c.pem")], "tls_key");
+        check(&[("store", "postgres")], "store");
+        check(&[("dynamodb_table", "a b")], "dynamodb_table");
+        check(&[("dynamodb_table", "ab")], "dynamodb_table");
+        check(
+            &[("dynamodb_endpoint", "127.0.0.1:8000")],
+            "dynamodb_endpoint",
+        );
         check(&[("jwks_file", "k.json")], "jwt_issuer");
         check(&[("mode", "production")], "tls_cert");
         check(
             &[("mode", "production"), ("tls_cert", "c"), ("tls_key", "k")],
             "jwks_file",
         );
+    }
+
+    #[test]
+    fn dynamodb_is_chosen_with_its_settings() {
+        let c = load(&[
+            ("store", "dynamodb"),
+            ("dynamodb_table", "ledger-prod"),
+            ("dynamodb_region", "eu-west-1"),
+            ("dynamodb_endpoint", "http://127.0.0.1:8000"),
+        ])
+        .expect("config");
+        let StoreChoice::Dynamodb(d) = &c.store else {
+            panic!("store is {:?}", c.store);
+        };
+        assert_eq!(d.table, "ledger-prod");
+        assert_eq!(d.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(d.endpoint.as_deref(), Some("http://127.0.0.1:8000"));
+        assert!(c.to_string().contains("store = dynamodb"));
     }
 
     #[test]

@@ -18,7 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use ledger::store::dynamodb::DynamoStore;
 use ledger::store::sqlite::SqliteStore;
+use ledger::store::{Store, StoreError};
 use ledger::{Ledger, LedgerConfig, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,7 +30,7 @@ use tower::ServiceExt;
 
 use crate::api::{AppState, router};
 use crate::auth::{DevIssuer, Verifier, VerifierSettings};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, StoreChoice};
 use crate::tls::{self, CertFiles};
 
 /// Longest TLS handshake allowed.
@@ -125,6 +127,24 @@ pub fn verifier(config: &Config) -> Result<(Verifier, Option<DevIssuer>), StartE
     Ok((verifier, dev))
 }
 
+/// Opens the configured store: the SQLite files in the data directory, or the DynamoDB table
+/// (which must exist and answer).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(match &config.store {
+        StoreChoice::Sqlite => Arc::new(SqliteStore::open(&config.database_path())?),
+        StoreChoice::Dynamodb(settings) => {
+            let store = DynamoStore::connect(settings).await?;
+            store.ping().await.map_err(|e| {
+                StartError::Store(StoreError::Unavailable(format!(
+                    "DynamoDB table {}: {e} (`strongroom dynamodb create-tables` creates it)",
+                    settings.table
+                )))
+            })?;
+            Arc::new(store)
+        }
+    })
+}
+
 /// Starts the server; returns once it listens.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let io = |context: String| move |source| StartError::Io { context, source };
@@ -140,9 +160,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let tls_config = tls::server_config(&files)?;
     let fingerprint = tls::fingerprint(&tls::load_certs(&files.cert)?[0]);
     let (verifier, dev) = verifier(config)?;
-    let store = SqliteStore::open(&config.database_path())?;
+    let store = open_store(config).await?;
     let ledger = Ledger::start(
-        Arc::new(store),
+        store,
         Arc::new(SystemClock),
         LedgerConfig {
             commit: config.commit,

@@ -76,6 +76,17 @@ impl Op {
             }
     }
 
+    /// [`Op::items_max`] for a store whose transactions hold at most `store_max` items. A
+    /// reversal writes as many items as the transfer it reverses did (a head and an entry per
+    /// leg, the new transfer and the original, where the original wrote its hold-expiry row),
+    /// and that transfer was written within the same limit, so its bound is the limit at most.
+    pub(crate) fn items_max_within(&self, store_max: usize) -> usize {
+        match self {
+            Op::Reverse { .. } => self.items_max().min(store_max),
+            _ => self.items_max(),
+        }
+    }
+
     /// A digest of the op: the same key with another op is refused. SHA-256 over a domain
     /// label and the op's binary encoding.
     pub(crate) fn fingerprint(&self) -> [u8; 32] {

@@ -212,7 +212,7 @@ impl Committer {
         reply: oneshot::Sender<Reply>,
     ) -> Vec<(Command, oneshot::Sender<Reply>)> {
         let items_max = self.store.limits().transaction_items_max;
-        let mut items = cmd.op.items_max();
+        let mut items = cmd.op.items_max_within(items_max);
         let mut batch = vec![(cmd, reply)];
         let deadline = tokio::time::Instant::now() + self.config.wait;
         while batch.len() < self.config.batch_len_max {
@@ -227,8 +227,10 @@ impl Committer {
                 Err(_) => break,
             };
             match next {
-                Message::Execute(cmd, reply) if items + cmd.op.items_max() <= items_max => {
-                    items += cmd.op.items_max();
+                Message::Execute(cmd, reply)
+                    if items + cmd.op.items_max_within(items_max) <= items_max =>
+                {
+                    items += cmd.op.items_max_within(items_max);
                     batch.push((cmd, reply));
                 }
                 other => {
@@ -252,7 +254,7 @@ impl Committer {
             if reply.is_closed() {
                 continue; // the client left before anything was decided: nothing to acknowledge
             }
-            let items = cmd.op.items_max();
+            let items = cmd.op.items_max_within(items_max);
             if items > items_max {
                 let _ = reply.send(Err(Rejection::TooLarge {
                     items,

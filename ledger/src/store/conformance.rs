@@ -259,6 +259,21 @@ async fn queries(store: &dyn Store, pk: &str) -> Check {
     ensure(page.next.as_deref() == Some("E#0005"), || {
         format!("cursor: {:?}", page.next)
     })?;
+    // From the very start of the partition (the ledger's hold sweep asks this way).
+    let start = Query {
+        pk: pk.to_owned(),
+        from: String::new(),
+        to: "E#0001".into(),
+        descending: false,
+        limit: 10,
+        after: None,
+    };
+    let page = store.query(start).await.map_err(|e| e.to_string())?;
+    let got: Vec<_> = page.items.iter().map(|i| i.key.sk.as_str()).collect();
+    ensure(
+        got == ["A", "E#0000", "E#0001"] && page.next.is_none(),
+        || format!("range from the empty sort key: {got:?} {:?}", page.next),
+    )?;
     let empty = store
         .query(Query::prefix(pk, "Z#", 10))
         .await

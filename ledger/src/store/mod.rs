@@ -11,6 +11,7 @@
 //! `v = :v`. Nothing in the ledger above this module knows which backend runs.
 
 pub mod conformance;
+pub mod dynamodb;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -6,8 +6,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Api, Instance, NO_SUCH_ACCOUNT, NO_SUCH_TRANSFER, Protocol, READ_WRITE, Req, transfer_body,
-    unique_key,
+    Api, Instance, NO_SUCH_ACCOUNT, NO_SUCH_TRANSFER, Protocol, READ_WRITE, Req, dynamodb_settings,
+    transfer_body, unique_key,
 };
 
 /// The smallest body limit the gateway accepts; the oversized cases exceed it.
@@ -280,7 +280,22 @@ fn route_cases(b: &Books) -> Vec<Case> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_request_gets_its_problem_and_changes_nothing() {
-    let instance = Instance::start_with(&[("body_bytes_max", &BODY_BYTES_MAX.to_string())]).await;
+    every_bad_request(&[]).await;
+}
+
+/// The same table of bad requests, the same answers, on the DynamoDB backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynamodb_every_bad_request_gets_the_same_problem_and_changes_nothing() {
+    let settings = dynamodb_settings();
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    every_bad_request(&settings).await;
+}
+
+async fn every_bad_request(store: &[(&str, &str)]) {
+    let body_max = BODY_BYTES_MAX.to_string();
+    let mut settings = vec![("body_bytes_max", body_max.as_str())];
+    settings.extend_from_slice(store);
+    let instance = Instance::start_with(&settings).await;
     let api = instance.api("acme");
     let b = books(&api).await;
     let before = snapshot(&api).await;

@@ -24,7 +24,7 @@ use gateway::config::{Config, MapSource};
 use gateway::server::Running;
 
 pub use self::http::{Api, Protocol, Reply, Req, column, transfer_body, unique_key};
-pub use self::process::{Process, program, run_program};
+pub use self::process::{Process, program, run_program, run_program_with};
 pub use self::tokens::{BadToken, Tokens};
 
 /// The program under test, built by cargo before this test binary.
@@ -39,6 +39,28 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const NO_SUCH_ACCOUNT: &str = "acct_01ARZ3NDEKTSV4RRFFQ69G5FAV";
 /// A transfer id that is well-formed and belongs to nobody.
 pub const NO_SUCH_TRANSFER: &str = "xfer_01ARZ3NDEKTSV4RRFFQ69G5FAV";
+
+/// Settings that put an instance on a new DynamoDB table of its own, on the server
+/// `tests/run.sh` starts (moto), created with `strongroom dynamodb create-tables`.
+pub fn dynamodb_settings() -> Vec<(&'static str, String)> {
+    let endpoint = std::env::var("STRONGROOM_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "STRONGROOM_TEST_DYNAMODB_ENDPOINT is not set: run the tests with tests/run.sh, \
+             which starts a DynamoDB server (moto) on 127.0.0.1"
+        )
+    });
+    let table = format!("e2e-{}", ulid::Ulid::generate().to_string().to_lowercase());
+    let settings = vec![
+        ("store", "dynamodb".to_owned()),
+        ("dynamodb_table", table.clone()),
+        ("dynamodb_endpoint", endpoint),
+        ("dynamodb_region", "us-east-1".to_owned()),
+    ];
+    let borrowed: Vec<(&str, &str)> = settings.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let out = run_program_with(&["dynamodb", "create-tables"], &borrowed);
+    assert_eq!(out.trim(), format!("created table {table}"));
+    settings
+}
 
 /// A server running inside the test process, on its own temporary data directory.
 #[derive(Debug)]

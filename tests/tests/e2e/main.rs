@@ -19,6 +19,8 @@
 //! - [`crash`]: SIGKILL under load loses nothing acknowledged and duplicates nothing.
 //! - [`shutdown`]: SIGTERM drains in-flight requests and exits 0.
 //! - [`logs`]: no token ever reaches the output; log lines are JSON with request ids.
+//! - [`dynamodb`]: two stateless processes share one DynamoDB table (moto, through the real
+//!   SDK) with concurrent postings to the same accounts and keys sent to both.
 //! - [`architecture`]: the crate dependency invariants, from `cargo metadata`.
 
 #![allow(clippy::unwrap_used)]
@@ -28,6 +30,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod crash;
+mod dynamodb;
 mod harness;
 mod idempotency;
 mod ledger_rules;

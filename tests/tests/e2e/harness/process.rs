@@ -204,7 +204,12 @@ pub fn program(args: &[&str], settings: &[(&str, &str)]) -> std::process::Output
 
 /// Runs the program with arguments (not `serve`) and returns its stdout; asserts success.
 pub fn run_program(args: &[&str]) -> String {
-    let output = program(args, &[]);
+    run_program_with(args, &[])
+}
+
+/// Runs the program with settings; asserts it succeeded; returns its standard output.
+pub fn run_program_with(args: &[&str], settings: &[(&str, &str)]) -> String {
+    let output = program(args, settings);
     assert!(
         output.status.success(),
         "strongroom {args:?}: {}\n{}",

@@ -1,0 +1,868 @@
+//! The production backend: one DynamoDB table, spoken to with the AWS SDK.
+//!
+//! The table is the store's shape one to one: partition key `pk` (string), sort key `sk`
+//! (string), and two attributes, `v` (number: the item's version) and `b` (binary: its body).
+//! No index: every read is a point read or a range of one partition (ARCHITECTURE.md says why
+//! each record lives where it does).
+//!
+//! | store call | DynamoDB |
+//! |---|---|
+//! | `transact_write` | `TransactWriteItems`; `attribute_not_exists(pk)` or `v = :v` per action; a `ClientRequestToken` derived from the actions |
+//! | `get_many` | `BatchGetItem` with `ConsistentRead`, 100 keys per call, unprocessed keys asked again |
+//! | `query` | `Query` with `ConsistentRead` on one partition, `BETWEEN` on the sort key |
+//! | `ping` | `DescribeTable` |
+//!
+//! Every call retries throttling, transaction conflicts, server errors and lost connections
+//! with full-jitter exponential backoff, bounded in attempts and in time ([`RetryPolicy`]); each
+//! retry is logged and counted ([`DynamoStats`]). The SDK's own retries are off, so that there is
+//! one policy and every retry is seen. A write retried after a lost answer carries the same
+//! `ClientRequestToken`, so DynamoDB applies it at most once; and since every ledger write is
+//! conditioned on the versions it read, a write that did land makes its replay fail its
+//! conditions rather than apply twice.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType,
+    KeysAndAttributes, Put, ScalarAttributeType, TransactWriteItem,
+};
+use sha2::{Digest, Sha256};
+
+use super::{
+    Condition, Item, Key, Page, Query, Store, StoreError, StoreLimits, WriteOp, check_transaction,
+};
+
+/// Most actions in one `TransactWriteItems` call (a service limit).
+pub const DYNAMODB_TRANSACTION_ITEMS_MAX: usize = 100;
+/// Largest body: DynamoDB's item limit is 400 KB counting attribute names and values; this
+/// leaves room for the keys (each under 1 KB) and the version.
+pub const DYNAMODB_ITEM_BYTES_MAX: usize = 400 * 1024 - 4 * 1024;
+/// Most bytes in one transaction (a service limit: 4 MB).
+pub const DYNAMODB_TRANSACTION_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most keys in one `BatchGetItem` call (a service limit).
+pub const DYNAMODB_BATCH_GET_MAX: usize = 100;
+/// Default table name.
+pub const DYNAMODB_TABLE_DEFAULT: &str = "strongroom-ledger";
+
+const PK: &str = "pk";
+const SK: &str = "sk";
+const VERSION: &str = "v";
+const BODY: &str = "b";
+
+/// How failed calls are tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Most attempts of one call, the first included.
+    pub attempts_max: u32,
+    /// Backoff cap of the first retry; it doubles with each retry.
+    pub base: Duration,
+    /// Largest backoff cap.
+    pub cap: Duration,
+    /// No retry starts after this much time since the first attempt.
+    pub total_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts_max: 8,
+            base: Duration::from_millis(25),
+            cap: Duration::from_secs(1),
+            total_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full jitter: uniform in `[0, min(cap, base × 2^retry)]`.
+    fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << retry.min(16))
+            .min(self.cap);
+        let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+        let jitter = ulid::Ulid::generate().random() as u64;
+        Duration::from_micros(jitter % micros.saturating_add(1))
+    }
+}
+
+/// Where and how to reach the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DynamoConfig {
+    /// The table.
+    pub table: String,
+    /// AWS region; `None`: from the standard provider chain (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// Endpoint override, for a local server (moto, DynamoDB Local).
+    pub endpoint: Option<String>,
+    /// Retries of every call.
+    pub retry: RetryPolicy,
+    /// Longest wait for one attempt's answer.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for DynamoConfig {
+    fn default() -> Self {
+        DynamoConfig {
+            table: DYNAMODB_TABLE_DEFAULT.to_owned(),
+            region: None,
+            endpoint: None,
+            retry: RetryPolicy::default(),
+            attempt_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Counters of the calls made, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DynamoStats {
+    /// Calls sent (attempts, retries included).
+    pub requests: u64,
+    /// Retries after throttling.
+    pub retries_throttled: u64,
+    /// Retries after a transaction conflict.
+    pub retries_conflict: u64,
+    /// Retries after a server error (5xx).
+    pub retries_server: u64,
+    /// Retries after a lost connection or a timeout.
+    pub retries_network: u64,
+    /// Calls that failed for good after retries.
+    pub gave_up: u64,
+    /// Transactions refused by a condition.
+    pub conditions_failed: u64,
+    /// Write capacity units DynamoDB reported consuming (when it reports them).
+    pub write_capacity_units: f64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    retries_throttled: AtomicU64,
+    retries_conflict: AtomicU64,
+    retries_server: AtomicU64,
+    retries_network: AtomicU64,
+    gave_up: AtomicU64,
+    conditions_failed: AtomicU64,
+    /// Write capacity in thousandths of a unit.
+    wcu_milli: AtomicU64,
+}
+
+/// A DynamoDB store.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: Arc<str>,
+    retry: RetryPolicy,
+    counters: Arc<Counters>,
+}
+
+/// Why a call may be tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transient {
+    Throttled,
+    Conflict,
+    Server,
+    Network,
+}
+
+/// How one attempt ended, when it did not succeed.
+enum Failure {
+    Retry(Transient, String),
+    Fatal(StoreError),
+}
+
+impl DynamoStore {
+    /// Connects with the standard AWS provider chain for credentials (and region, unless
+    /// configured). Does not call DynamoDB: [`Store::ping`] does.
+    pub async fn connect(config: &DynamoConfig) -> Result<DynamoStore, StoreError> {
+        if config.table.is_empty() {
+            return Err(StoreError::Invalid(
+                "the DynamoDB table name is empty".into(),
+            ));
+        }
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &config.endpoint {
+            loader = loader.endpoint_url(endpoint.clone());
+        }
+        let shared = loader.load().await;
+        if shared.region().is_none() {
+            return Err(StoreError::Invalid(
+                "no AWS region: set dynamodb_region or AWS_REGION".into(),
+            ));
+        }
+        let sdk = aws_sdk_dynamodb::config::Builder::from(&shared)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(config.attempt_timeout)
+                    .build(),
+            )
+            .build();
+        Ok(DynamoStore {
+            client: Client::from_conf(sdk),
+            table: config.table.as_str().into(),
+            retry: config.retry,
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> DynamoStats {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DynamoStats {
+            requests: load(&c.requests),
+            retries_throttled: load(&c.retries_throttled),
+            retries_conflict: load(&c.retries_conflict),
+            retries_server: load(&c.retries_server),
+            retries_network: load(&c.retries_network),
+            gave_up: load(&c.gave_up),
+            conditions_failed: load(&c.conditions_failed),
+            write_capacity_units: load(&c.wcu_milli) as f64 / 1000.0,
+        }
+    }
+
+    /// Creates the table (on-demand capacity) unless it exists, and waits until it is active.
+    /// For development; production tables come from CloudFormation with the same definition.
+    /// Returns whether it created the table.
+    pub async fn create_table(&self) -> Result<bool, StoreError> {
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(build_error)
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(build_error)
+        };
+        let created = self
+            .client
+            .create_table()
+            .table_name(self.table.as_ref())
+            .attribute_definitions(attribute(PK)?)
+            .attribute_definitions(attribute(SK)?)
+            .key_schema(key(PK, KeyType::Hash)?)
+            .key_schema(key(SK, KeyType::Range)?)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await;
+        let created = match created {
+            Ok(_) => true,
+            Err(e) if e.code() == Some("ResourceInUseException") => false,
+            Err(e) => return Err(StoreError::Unavailable(describe(&e))),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let table = self
+                .client
+                .describe_table()
+                .table_name(self.table.as_ref())
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+            let active = table
+                .table()
+                .and_then(|t| t.table_status())
+                .is_some_and(|s| s.as_str() == "ACTIVE");
+            if active {
+                return Ok(created);
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(format!(
+                    "table {} did not become active within a minute",
+                    self.table
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retry policy is spent.
+    async fn with_retries<T, F, Fut>(&self, call: &str, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let started = Instant::now();
+        let mut retry = 0u32;
+        loop {
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let (kind, why) = match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(kind, why)) => (kind, why),
+            };
+            let pause = self.retry.backoff(retry);
+            retry += 1;
+            if retry >= self.retry.attempts_max || started.elapsed() + pause > self.retry.total_max
+            {
+                self.counters.gave_up.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(call, attempts = retry, reason = ?kind, error = %why, "DynamoDB call failed; giving up");
+                return Err(StoreError::Unavailable(format!(
+                    "DynamoDB {call} failed after {retry} attempts: {why}"
+                )));
+            }
+            let counter = match kind {
+                Transient::Throttled => &self.counters.retries_throttled,
+                Transient::Conflict => &self.counters.retries_conflict,
+                Transient::Server => &self.counters.retries_server,
+                Transient::Network => &self.counters.retries_network,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(call, retry, reason = ?kind, backoff_ms = pause.as_millis() as u64, error = %why, "DynamoDB call failed; retrying");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    fn key_attributes(&self, key: &Key) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (PK.to_owned(), AttributeValue::S(key.pk.clone())),
+            (SK.to_owned(), AttributeValue::S(key.sk.clone())),
+        ])
+    }
+
+    fn action(&self, op: &WriteOp) -> Result<TransactWriteItem, StoreError> {
+        let (condition_expression, values) = match condition_of(op) {
+            Condition::None => (None, None),
+            Condition::NotExists => (Some("attribute_not_exists(#pk)"), None),
+            Condition::Version(v) => (
+                Some("#v = :v"),
+                Some(HashMap::from([(":v".to_owned(), number(v))])),
+            ),
+        };
+        let names = condition_expression.map(|expression| {
+            if expression.contains("#pk") {
+                HashMap::from([("#pk".to_owned(), PK.to_owned())])
+            } else {
+                HashMap::from([("#v".to_owned(), VERSION.to_owned())])
+            }
+        });
+        Ok(match op {
+            WriteOp::Put { item, .. } => {
+                let mut attributes = self.key_attributes(&item.key);
+                attributes.insert(VERSION.to_owned(), number(item.version));
+                attributes.insert(
+                    BODY.to_owned(),
+                    AttributeValue::B(Blob::new(item.body.clone())),
+                );
+                let put = Put::builder()
+                    .table_name(self.table.as_ref())
+                    .set_item(Some(attributes))
+                    .set_condition_expression(condition_expression.map(str::to_owned))
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .build()
+                    .map_err(build_error)?;
+                TransactWriteItem::builder().put(put).build()
+            }
+            WriteOp::Delete { key, .. } => {
+                let delete = Delete::builder()
+                    .table_name(self.table.as_ref())
+                    .set_key(Some(self.key_attributes(key)))
+                    .set_condition_expression(condition_expression.map(str::to_owned))
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .build()
+                    .map_err(build_error)?;
+                TransactWriteItem::builder().delete(delete).build()
+            }
+        })
+    }
+
+    async fn get_chunk(&self, keys: &[Key]) -> Result<HashMap<Key, Item>, StoreError> {
+        let mut wanted: Vec<HashMap<String, AttributeValue>> =
+            keys.iter().map(|k| self.key_attributes(k)).collect();
+        let mut found = HashMap::with_capacity(keys.len());
+        let started = Instant::now();
+        let mut round = 0u32;
+        while !wanted.is_empty() {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut wanted)))
+                .consistent_read(true)
+                .build()
+                .map_err(build_error)?;
+            let table = self.table.to_string();
+            let answer = self
+                .with_retries("BatchGetItem", || {
+                    classified(
+                        self.client
+                            .batch_get_item()
+                            .request_items(table.clone(), request.clone())
+                            .send(),
+                    )
+                })
+                .await;
+            let answer = answer?;
+            for attributes in answer
+                .responses()
+                .and_then(|r| r.get(self.table.as_ref()))
+                .into_iter()
+                .flatten()
+            {
+                let item = item_of(attributes)?;
+                found.insert(item.key.clone(), item);
+            }
+            if let Some(rest) = answer
+                .unprocessed_keys()
+                .and_then(|u| u.get(self.table.as_ref()))
+                .map(|k| k.keys().to_vec())
+                .filter(|k| !k.is_empty())
+            {
+                // DynamoDB answered part of the batch (throttling or the response size limit).
+                self.counters
+                    .retries_throttled
+                    .fetch_add(1, Ordering::Relaxed);
+                let pause = self.retry.backoff(round);
+                round += 1;
+                if round >= self.retry.attempts_max
+                    || started.elapsed() + pause > self.retry.total_max
+                {
+                    self.counters.gave_up.fetch_add(1, Ordering::Relaxed);
+                    return Err(StoreError::Unavailable(format!(
+                        "DynamoDB BatchGetItem left {} keys unprocessed after {round} rounds",
+                        rest.len()
+                    )));
+                }
+                tracing::warn!(
+                    keys = rest.len(),
+                    round,
+                    "BatchGetItem left keys unprocessed; asking again"
+                );
+                tokio::time::sleep(pause).await;
+                wanted = rest;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Classifies a failed SDK call.
+trait Classify {
+    fn failure(self) -> Failure;
+}
+
+impl<E, R> Classify for SdkError<E, R>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    fn failure(self) -> Failure {
+        let why = describe(&self);
+        match &self {
+            SdkError::ServiceError(service) => {
+                let code = service.err().code().unwrap_or_default();
+                if is_throttling(code) {
+                    Failure::Retry(Transient::Throttled, why)
+                } else if code == "TransactionInProgressException"
+                    || code == "TransactionConflictException"
+                {
+                    Failure::Retry(Transient::Conflict, why)
+                } else if code == "InternalServerError"
+                    || code == "ServiceUnavailable"
+                    || code.is_empty()
+                {
+                    // A 5xx without a code, too: the answer is not DynamoDB's own refusal.
+                    Failure::Retry(Transient::Server, why)
+                } else {
+                    Failure::Fatal(StoreError::Unavailable(why))
+                }
+            }
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+                Failure::Retry(Transient::Network, why)
+            }
+            SdkError::ResponseError(_) => Failure::Retry(Transient::Server, why),
+            _ => Failure::Fatal(StoreError::Unavailable(why)),
+        }
+    }
+}
+
+/// An SDK call whose failure is classified for [`DynamoStore::with_retries`].
+async fn classified<T, E, R>(
+    call: impl std::future::Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<T, Failure>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    call.await.map_err(Classify::failure)
+}
+
+fn is_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "ThrottlingException"
+            | "ProvisionedThroughputExceededException"
+            | "RequestLimitExceeded"
+            | "ThrottlingError"
+            | "ProvisionedThroughputExceeded"
+            | "Throttling"
+    )
+}
+
+/// What went wrong, in one line, with DynamoDB's code and message when there are any.
+fn describe<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            format!(
+                "{}: {}",
+                err.code().unwrap_or("unknown error"),
+                err.message().unwrap_or("no message")
+            )
+        }
+        other => {
+            // The source chain carries the useful part (connection refused, timed out).
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Invalid(format!("DynamoDB request: {e}"))
+}
+
+fn number(n: u64) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+fn condition_of(op: &WriteOp) -> Condition {
+    match op {
+        WriteOp::Put { condition, .. } | WriteOp::Delete { condition, .. } => *condition,
+    }
+}
+
+fn item_of(attributes: &HashMap<String, AttributeValue>) -> Result<Item, StoreError> {
+    let text = |name: &str| match attributes.get(name) {
+        Some(AttributeValue::S(s)) => Ok(s.clone()),
+        _ => Err(StoreError::Corrupt(format!(
+            "DynamoDB item without a string {name}"
+        ))),
+    };
+    let key = Key::new(text(PK)?, text(SK)?);
+    let version = match attributes.get(VERSION) {
+        Some(AttributeValue::N(n)) => n.parse::<u64>().ok().filter(|v| *v > 0),
+        _ => None,
+    }
+    .ok_or_else(|| StoreError::Corrupt(format!("item {key:?}: no valid version")))?;
+    let body = match attributes.get(BODY) {
+        Some(AttributeValue::B(b)) => b.as_ref().to_vec(),
+        _ => return Err(StoreError::Corrupt(format!("item {key:?}: no body"))),
+    };
+    Ok(Item { key, version, body })
+}
+
+/// The token that makes a retried transaction apply at most once: a digest of its actions, so
+/// that the same actions get the same token (DynamoDB remembers tokens for ten minutes).
+fn request_token(ops: &[WriteOp]) -> String {
+    let mut hash = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    };
+    for op in ops {
+        let (kind, key, version, body) = match op {
+            WriteOp::Put { item, .. } => (b"P", &item.key, item.version, item.body.as_slice()),
+            WriteOp::Delete { key, .. } => (b"D", key, 0, &[][..]),
+        };
+        let condition = match condition_of(op) {
+            Condition::None => [0u8; 9],
+            Condition::NotExists => {
+                let mut c = [0u8; 9];
+                c[0] = 1;
+                c
+            }
+            Condition::Version(v) => {
+                let mut c = [2u8; 9];
+                c[1..].copy_from_slice(&v.to_le_bytes());
+                c
+            }
+        };
+        field(kind);
+        field(key.pk.as_bytes());
+        field(key.sk.as_bytes());
+        field(&version.to_le_bytes());
+        field(body);
+        field(&condition);
+    }
+    let digest = hash.finalize();
+    // 36 characters at most; 32 hex digits carry 128 bits.
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The sort-key range of a query after its cursor, or `None` if it is empty. Descending
+/// queries with a cursor below `to` use `sk < after` (DynamoDB has no exclusive `BETWEEN`) and
+/// stop at `from` themselves.
+enum Range {
+    Between(String, String),
+    Below(String),
+}
+
+fn range_of(q: &Query) -> Option<Range> {
+    if q.to.is_empty() {
+        return None; // no sort key is empty
+    }
+    match (&q.after, q.descending) {
+        (None, _) => (q.from <= q.to).then(|| Range::Between(q.from.clone(), q.to.clone())),
+        (Some(after), false) => {
+            // The smallest string above `after`: sort keys never hold NUL.
+            let low = format!("{after}\0").max(q.from.clone());
+            (low <= q.to).then(|| Range::Between(low, q.to.clone()))
+        }
+        (Some(after), true) => {
+            if *after <= q.from {
+                None
+            } else if *after > q.to {
+                (q.from <= q.to).then(|| Range::Between(q.from.clone(), q.to.clone()))
+            } else {
+                Some(Range::Below(after.clone()))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    fn limits(&self) -> StoreLimits {
+        StoreLimits {
+            transaction_items_max: DYNAMODB_TRANSACTION_ITEMS_MAX,
+            item_bytes_max: DYNAMODB_ITEM_BYTES_MAX,
+        }
+    }
+
+    async fn transact_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        check_transaction(&ops, self.limits())?;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let bytes: usize = ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Put { item, .. } => {
+                    item.body.len() + item.key.pk.len() + item.key.sk.len()
+                }
+                WriteOp::Delete { key, .. } => key.pk.len() + key.sk.len(),
+            })
+            .sum();
+        if bytes > DYNAMODB_TRANSACTION_BYTES_MAX {
+            return Err(StoreError::Invalid(format!(
+                "transaction of {bytes} bytes; at most {DYNAMODB_TRANSACTION_BYTES_MAX}"
+            )));
+        }
+        let actions = ops
+            .iter()
+            .map(|op| self.action(op))
+            .collect::<Result<Vec<_>, _>>()?;
+        let token = request_token(&ops);
+        let counters = self.counters.clone();
+        self.with_retries("TransactWriteItems", || {
+            let call = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(actions.clone()))
+                .client_request_token(token.clone())
+                .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+                .send();
+            let counters = counters.clone();
+            async move {
+                match call.await {
+                    Ok(out) => {
+                        let units: f64 = out
+                            .consumed_capacity()
+                            .iter()
+                            .filter_map(|c| c.capacity_units().or(c.write_capacity_units()))
+                            .sum();
+                        counters
+                            .wcu_milli
+                            .fetch_add((units * 1000.0) as u64, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => Err(cancelled(e, &counters)),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn get_many(&self, keys: Vec<Key>) -> Result<Vec<Option<Item>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // BatchGetItem refuses a key asked twice.
+        let mut unique: Vec<Key> = keys.clone();
+        unique.sort();
+        unique.dedup();
+        let mut found: HashMap<Key, Item> = HashMap::with_capacity(unique.len());
+        for chunk in unique.chunks(DYNAMODB_BATCH_GET_MAX) {
+            found.extend(self.get_chunk(chunk).await?);
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    async fn query(&self, q: Query) -> Result<Page, StoreError> {
+        if q.limit == 0 {
+            return Err(StoreError::Invalid("query limit must be positive".into()));
+        }
+        let Some(range) = range_of(&q) else {
+            return Ok(Page::default());
+        };
+        let (condition, mut values) = match &range {
+            // DynamoDB refuses an empty string as a key value; every sort key is above it.
+            Range::Between(low, high) if low.is_empty() => (
+                "#pk = :pk AND #sk <= :high",
+                HashMap::from([(":high".to_owned(), AttributeValue::S(high.clone()))]),
+            ),
+            Range::Between(low, high) => (
+                "#pk = :pk AND #sk BETWEEN :low AND :high",
+                HashMap::from([
+                    (":low".to_owned(), AttributeValue::S(low.clone())),
+                    (":high".to_owned(), AttributeValue::S(high.clone())),
+                ]),
+            ),
+            Range::Below(after) => (
+                "#pk = :pk AND #sk < :after",
+                HashMap::from([(":after".to_owned(), AttributeValue::S(after.clone()))]),
+            ),
+        };
+        values.insert(":pk".to_owned(), AttributeValue::S(q.pk.clone()));
+        let names = HashMap::from([
+            ("#pk".to_owned(), PK.to_owned()),
+            ("#sk".to_owned(), SK.to_owned()),
+        ]);
+        // One item more than the page, to know whether another page follows.
+        let wanted = q.limit.saturating_add(1);
+        let mut items: Vec<Item> = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        'pages: loop {
+            let limit = i32::try_from(wanted - items.len()).unwrap_or(i32::MAX);
+            let answer = self
+                .with_retries("Query", || {
+                    classified(
+                        self.client
+                            .query()
+                            .table_name(self.table.as_ref())
+                            .key_condition_expression(condition)
+                            .set_expression_attribute_names(Some(names.clone()))
+                            .set_expression_attribute_values(Some(values.clone()))
+                            .scan_index_forward(!q.descending)
+                            .consistent_read(true)
+                            .limit(limit)
+                            .set_exclusive_start_key(start.clone())
+                            .send(),
+                    )
+                })
+                .await?;
+            for attributes in answer.items() {
+                let item = item_of(attributes)?;
+                if matches!(range, Range::Below(_)) && item.key.sk < q.from {
+                    break 'pages;
+                }
+                items.push(item);
+                if items.len() == wanted {
+                    break 'pages;
+                }
+            }
+            match answer.last_evaluated_key() {
+                Some(last) if !last.is_empty() => start = Some(last.clone()),
+                _ => break,
+            }
+        }
+        let more = items.len() > q.limit;
+        items.truncate(q.limit);
+        let next = if more {
+            items.last().map(|i| i.key.sk.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_retries("DescribeTable", || {
+            classified(
+                self.client
+                    .describe_table()
+                    .table_name(self.table.as_ref())
+                    .send(),
+            )
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Decodes a failed `TransactWriteItems`: a condition that did not hold names its action; a
+/// cancellation for conflict or throttling is retried; anything else is classified as usual.
+fn cancelled(
+    e: SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        aws_sdk_dynamodb::config::http::HttpResponse,
+    >,
+    counters: &Counters,
+) -> Failure {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    let reasons: Option<Vec<Option<String>>> = match &e {
+        SdkError::ServiceError(service) => match service.err() {
+            E::TransactionCanceledException(c) => Some(
+                c.cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().map(str::to_owned))
+                    .collect(),
+            ),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(reasons) = reasons else {
+        return e.failure();
+    };
+    let code_at = |i: usize| reasons.get(i).and_then(|c| c.as_deref()).unwrap_or("None");
+    if let Some(index) = (0..reasons.len()).find(|&i| code_at(i) == "ConditionalCheckFailed") {
+        counters.conditions_failed.fetch_add(1, Ordering::Relaxed);
+        return Failure::Fatal(StoreError::ConditionFailed { index });
+    }
+    let why = describe(&e);
+    if (0..reasons.len()).any(|i| is_throttling(code_at(i))) {
+        return Failure::Retry(Transient::Throttled, why);
+    }
+    if (0..reasons.len()).any(|i| code_at(i) == "TransactionConflict") {
+        return Failure::Retry(Transient::Conflict, why);
+    }
+    // Anything else (a validation error of one action, say): the same actions would fail again.
+    Failure::Fatal(StoreError::Unavailable(why))
+}
