@@ -35,9 +35,10 @@ if [[ ! -x $venv/bin/moto_server || "$(cat "$stamp" 2>/dev/null)" != "$want" ]];
   echo "$want" >"$stamp"
 fi
 
-# moto on a free loopback port, stopped however this script ends.
+# moto on a free loopback port, stopped however this script ends; one request at a time, since
+# moto's transactions are not isolated from each other (tests/moto_server.py says why).
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &
+"$venv/bin/python" tests/moto_server.py 127.0.0.1 "$port" >target/moto.log 2>&1 &
 moto=$!
 trap 'kill "$moto" 2>/dev/null; wait "$moto" 2>/dev/null || true' EXIT
 endpoint=http://127.0.0.1:$port

@@ -5,7 +5,9 @@
 //! wait, reads everything the batch needs, plans it in memory ([`crate::plan`]), and writes the
 //! result in one conditional transaction.
 //!
-//! Batches are pipelined: up to [`PIPELINE_DEPTH`] of them can be in the store at once, each
+//! Batches are pipelined when this process is the store's only writer (`StoreLimits::
+//! sole_writer`; otherwise one batch at a time): up to [`PIPELINE_DEPTH`] of them can be in
+//! the store at once, each
 //! planned on top of the writes of those before it (an overlay), so the committer plans while
 //! the store syncs. A store may then make several of them durable with one sync (the SQLite
 //! journal does). Answers go out strictly in order: a batch is answered only when it and every
@@ -111,7 +113,12 @@ impl Committer {
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut closing = false;
         loop {
-            let room = inflight.len() < PIPELINE_DEPTH;
+            let depth = if self.store.limits().sole_writer {
+                PIPELINE_DEPTH
+            } else {
+                1
+            };
+            let room = inflight.len() < depth;
             let next = match self.carry.take() {
                 Some(m) if room => Some(m),
                 carried => {

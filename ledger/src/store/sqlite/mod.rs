@@ -618,6 +618,8 @@ impl Store for SqliteStore {
         StoreLimits {
             transaction_items_max: SQLITE_TRANSACTION_ITEMS_MAX,
             item_bytes_max: SQLITE_ITEM_BYTES_MAX,
+            // The lock file keeps every other process out.
+            sole_writer: true,
         }
     }
 
