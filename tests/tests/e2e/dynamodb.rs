@@ -1,25 +1,104 @@
 //! Stateless: two `strongroom serve` processes on one DynamoDB table (moto, through the real AWS
 //! SDK) post concurrently to the same accounts, and every idempotency key is sent to both.
 //! Afterwards each key posted exactly once, both processes answered it alike, no update was
-//! lost, and the books balance.
+//! lost, and the books balance. The same holds with a proxy between the SDK and DynamoDB that
+//! throttles, fails, and drops answers after the write applied.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Api, Process, dynamodb_settings, transfer_body, unique_key};
+use crate::harness::{Api, FaultyProxy, Process, dynamodb_settings, transfer_body, unique_key};
 
 /// Transfers posted, each sent to both processes at once.
 const TRANSFERS: usize = 40;
 /// Accounts they move money between: few, so that the two processes contend.
 const ACCOUNTS: usize = 4;
 
-/// Posts until the ledger answers for good: a 503 (contention between the processes, or
-/// overload) is a clear refusal that the client may retry with the same key.
-async fn post_until_answered(api: &Api, key: &str, body: &Value) -> Value {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_share_one_table_without_losing_or_doubling_a_posting() {
+    let settings = dynamodb_settings();
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Process::spawn(dir_a.path(), &settings);
+    let b = Process::spawn(dir_b.path(), &settings);
+    assert_ne!(a.url, b.url);
+    let (api_a, api_b) = (a.api("acme"), b.api("acme"));
+    let accounts = open_accounts(&api_a).await;
+    // Written through one process, read through the other: no state lives in a process.
+    api_b.get_account(&accounts[0]).await;
+    post_everywhere_and_check(&[api_a, api_b], &accounts).await;
+    stop(vec![a, b]).await;
+}
+
+/// Faults between the SDK and DynamoDB: throttling, 500s, and writes whose answer is lost after
+/// they applied. Every request still ends with an answer or a clear error, nothing acknowledged
+/// is lost, nothing is applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn faults_between_the_sdk_and_dynamodb_lose_nothing_and_double_nothing() {
+    let settings = dynamodb_settings();
+    let moto = settings
+        .iter()
+        .find(|(n, _)| *n == "dynamodb_endpoint")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let proxy = FaultyProxy::start(&moto).await;
+    let mut settings: Vec<(&str, &str)> = settings
+        .iter()
+        .filter(|(n, _)| *n != "dynamodb_endpoint")
+        .map(|(n, v)| (*n, v.as_str()))
+        .collect();
+    settings.push(("dynamodb_endpoint", proxy.url.as_str()));
+    let dir = tempfile::tempdir().unwrap();
+    let process = Process::spawn(dir.path(), &settings);
+    let api = process.api("acme");
+    let accounts = open_accounts_until_answered(&api).await;
+    post_everywhere_and_check(&[api.clone(), api], &accounts).await;
+
+    let counts = &proxy.counts;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        load(&counts.throttled) > 0 && load(&counts.server_errors) > 0 && load(&counts.dropped) > 0,
+        "{counts:?}"
+    );
+    let logs = process.stdout.lock().unwrap().join("\n");
+    for reason in ["Throttled", "Server", "Network"] {
+        assert!(
+            logs.lines()
+                .any(|line| line.contains("DynamoDB call failed; retrying")
+                    && line.contains(&format!("\"reason\":\"{reason}\""))),
+            "no logged retry for {reason}"
+        );
+    }
+    stop(vec![process]).await;
+}
+
+async fn open_accounts(api: &Api) -> Vec<String> {
+    let mut accounts = Vec::new();
+    for _ in 0..ACCOUNTS {
+        accounts.push(api.account("USD", "debit", "none").await);
+    }
+    accounts
+}
+
+/// Opens the accounts, retrying a refused request with its key.
+async fn open_accounts_until_answered(api: &Api) -> Vec<String> {
+    let mut accounts = Vec::new();
+    for _ in 0..ACCOUNTS {
+        let key = unique_key("acct");
+        let body = json!({"currency": "USD", "normal_side": "debit", "balance_constraint": "none"});
+        let answer = until_answered(api, "/v1/accounts", &key, &body).await;
+        accounts.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    accounts
+}
+
+/// Posts until the ledger answers for good: a 503 (contention, or the store unavailable after
+/// its retries) is a clear refusal that the client may retry with the same key.
+async fn until_answered(api: &Api, path: &str, key: &str, body: &Value) -> Value {
     for _ in 0..50 {
-        let reply = api.post("/v1/transfers", key, body).await;
+        let reply = api.post(path, key, body).await;
         match reply.status {
             201 => return reply.json,
             503 => {
@@ -32,23 +111,9 @@ async fn post_until_answered(api: &Api, key: &str, body: &Value) -> Value {
     panic!("{key}: still refused after 50 tries");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_processes_share_one_table_without_losing_or_doubling_a_posting() {
-    let settings = dynamodb_settings();
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Process::spawn(dir_a.path(), &settings);
-    let b = Process::spawn(dir_b.path(), &settings);
-    assert_ne!(a.url, b.url);
-    let (api_a, api_b) = (a.api("acme"), b.api("acme"));
-
-    let mut accounts = Vec::new();
-    for _ in 0..ACCOUNTS {
-        accounts.push(api_a.account("USD", "debit", "none").await);
-    }
-    // Written through one process, read through the other: no state lives in a process.
-    api_b.get_account(&accounts[0]).await;
-
+/// Sends every transfer to each of `apis` at once (the same key to all), then checks that each
+/// key posted once, that all answers for a key agree, and that every balance is exact.
+async fn post_everywhere_and_check(apis: &[Api], accounts: &[String]) {
     let mut expected: BTreeMap<String, i128> = accounts.iter().map(|id| (id.clone(), 0)).collect();
     let mut tasks = Vec::new();
     for i in 0..TRANSFERS {
@@ -64,10 +129,11 @@ async fn two_processes_share_one_table_without_losing_or_doubling_a_posting() {
         *expected.get_mut(credit).unwrap() -= i128::from(amount);
         let body = transfer_body(debit, credit, amount, "USD");
         let key = unique_key("both");
-        for api in [api_a.clone(), api_b.clone()] {
-            let (key, body) = (key.clone(), body.clone());
+        for api in apis {
+            let (api, key, body) = (api.clone(), key.clone(), body.clone());
             tasks.push(tokio::spawn(async move {
-                (key.clone(), post_until_answered(&api, &key, &body).await)
+                let answer = until_answered(&api, "/v1/transfers", &key, &body).await;
+                (key, answer)
             }));
         }
     }
@@ -77,22 +143,22 @@ async fn two_processes_share_one_table_without_losing_or_doubling_a_posting() {
         answers.entry(key).or_default().push(answer);
     }
     assert_eq!(answers.len(), TRANSFERS);
-    for (key, pair) in &answers {
-        assert_eq!(pair.len(), 2);
-        assert_eq!(
-            pair[0], pair[1],
-            "{key}: the two processes answered differently"
+    for (key, all) in &answers {
+        assert_eq!(all.len(), apis.len());
+        assert!(
+            all.iter().all(|a| *a == all[0]),
+            "{key}: answers differ: {all:?}"
         );
     }
-
-    // Exactly one transfer per key, and every balance is the sum of its postings.
-    for api in [&api_a, &api_b] {
+    let mut total_entries = 0;
+    for api in apis.iter().take(2) {
         let transfers = api.list_all("/v1/transfers").await;
         assert_eq!(
             transfers.len(),
             TRANSFERS,
             "a key posted twice or not at all"
         );
+        total_entries = 0;
         for (id, net) in &expected {
             let account = api.get_account(id).await;
             let balances = &account["balances"];
@@ -104,23 +170,18 @@ async fn two_processes_share_one_table_without_losing_or_doubling_a_posting() {
             );
             let entries = api.list_all(&format!("/v1/accounts/{id}/entries")).await;
             assert_eq!(json!(entries.len()), account["entry_count"], "{id}");
+            total_entries += entries.len();
         }
         api.assert_balanced().await;
     }
-    let total_entries: u64 = {
-        let mut n = 0;
-        for id in expected.keys() {
-            n += api_a.get_account(id).await["entry_count"].as_u64().unwrap();
-        }
-        n
-    };
-    assert_eq!(total_entries, 2 * TRANSFERS as u64);
+    assert_eq!(total_entries, 2 * TRANSFERS);
+}
 
-    for process in [&a, &b] {
+async fn stop(processes: Vec<Process>) {
+    for process in &processes {
         process.terminate();
     }
-    let (mut a, mut b) = (a, b);
-    for process in [&mut a, &mut b] {
+    for mut process in processes {
         let status = process.wait_exit(Duration::from_secs(30)).await;
         assert!(status.is_some_and(|s| s.success()), "{status:?}");
     }

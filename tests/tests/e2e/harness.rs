@@ -12,6 +12,7 @@
 //! Submodules: [`process`] (the spawned program), [`tokens`] (good and bad tokens), [`http`]
 //! (clients, requests, answers, and domain helpers).
 
+mod faulty;
 mod http;
 mod process;
 mod tokens;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use gateway::config::{Config, MapSource};
 use gateway::server::Running;
 
+pub use self::faulty::FaultyProxy;
 pub use self::http::{Api, Protocol, Reply, Req, column, transfer_body, unique_key};
 pub use self::process::{Process, program, run_program, run_program_with};
 pub use self::tokens::{BadToken, Tokens};
