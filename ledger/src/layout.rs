@@ -10,6 +10,7 @@
 //! | idempotency record | `T#{tenant}#IDEM#{key}` | `IDEM` |
 //! | hold expiry | `HOLDS#{shard:02}` | `{expires_at_us:020}#{tenant}#{transfer}` |
 //! | tenant registry | `TENANTS` | `{tenant}` |
+//! | the cursor key | `SECRETS` | `CURSOR` |
 //!
 //! Every tenant-owned key starts with the tenant, which the gateway takes from a verified token:
 //! another tenant's id simply names a key that does not exist, so it answers 404. An account's
@@ -167,6 +168,11 @@ pub fn parse_hold_expiry(sk: &str) -> Option<(TenantId, TransferId)> {
 
 /// The registry of tenants, for operator-wide checks such as the trial balance command.
 pub const TENANTS: &str = "TENANTS";
+
+/// The key that authenticates cursors, shared by every process on the store.
+pub fn cursor_secret() -> Key {
+    Key::new("SECRETS", "CURSOR")
+}
 
 /// A tenant's row in the registry.
 pub fn tenant(tenant: &TenantId) -> Key {

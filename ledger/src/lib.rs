@@ -18,6 +18,7 @@ pub mod account;
 pub mod codec;
 pub mod command;
 mod commit;
+pub mod cursor;
 pub mod error;
 pub mod ids;
 pub mod layout;

@@ -7,8 +7,6 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -16,12 +14,13 @@ use crate::account::{Account, Metadata, NewAccount, StatusAction};
 use crate::codec::decode;
 use crate::command::{BatchMode, Command, Committed, Op, Outcome};
 use crate::commit::{CommitConfig, CommitStats, Committer, Message};
+use crate::cursor::CursorKey;
 use crate::error::{Error, Rejection, Result};
 use crate::ids::{AccountId, IdGen, IdempotencyKey, TenantId, TransferId};
 use crate::layout;
 use crate::limits::{HOLD_EXPIRY_SHARDS, HOLD_SWEEP_BATCH_MAX, PAGE_LEN_DEFAULT, PAGE_LEN_MAX};
 use crate::money::Amount;
-use crate::store::{Query, Store};
+use crate::store::{Condition, Item, Query, Store, StoreError, WriteOp};
 use crate::time::{Clock, Timestamp};
 use crate::transfer::{Entry, NewTransfer, Transfer};
 use crate::trial::{self, TrialBalance};
@@ -92,6 +91,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     stats: watch::Receiver<CommitStats>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Loaded from the store (or created there) on first use.
+    cursor_key: tokio::sync::OnceCell<CursorKey>,
 }
 
 impl Ledger {
@@ -120,6 +121,7 @@ impl Ledger {
                 shutdown,
                 stats,
                 tasks: Mutex::new(Vec::new()),
+                cursor_key: tokio::sync::OnceCell::new(),
             }),
         };
         if let Some(interval) = config.hold_sweep_interval {
@@ -166,6 +168,41 @@ impl Ledger {
     /// Group commit statistics so far.
     pub fn commit_stats(&self) -> CommitStats {
         *self.inner.stats.borrow()
+    }
+
+    /// The key of pagination cursors: read from the store, or created there by the first process
+    /// that needs one (a write conditioned on its absence, so that every process ends up with
+    /// the same key).
+    async fn cursor_key(&self) -> Result<&CursorKey> {
+        self.inner
+            .cursor_key
+            .get_or_try_init(|| async {
+                let store = self.store()?;
+                let key = layout::cursor_secret();
+                for _ in 0..3 {
+                    if let Some(item) = store.get(key.clone()).await? {
+                        let bytes: [u8; crate::cursor::CURSOR_KEY_BYTES] = decode(&item)?;
+                        return Ok(CursorKey::from_bytes(bytes));
+                    }
+                    let fresh = CursorKey::generate()?;
+                    let create = WriteOp::Put {
+                        item: Item {
+                            key: key.clone(),
+                            version: 1,
+                            body: crate::codec::encode(fresh.bytes()),
+                        },
+                        condition: Condition::NotExists,
+                    };
+                    match store.transact_write(vec![create]).await {
+                        Ok(()) => return Ok(fresh),
+                        // Another process created it first: read that one.
+                        Err(StoreError::ConditionFailed { .. }) => continue,
+                        Err(e) => return Err(Error::Store(e)),
+                    }
+                }
+                Err(Error::Contention)
+            })
+            .await
     }
 
     /// The store, until shutdown releases it.
@@ -360,8 +397,9 @@ impl Ledger {
         tenant: &TenantId,
         page: PageRequest,
     ) -> Result<Listing<Account>> {
-        let query = list_query(layout::account_list(tenant), "acct_", &page)?;
-        let found = self.store()?.query(query).await?;
+        let cursors = self.cursor_key().await?;
+        let query = list_query(layout::account_list(tenant), "acct_", &page, cursors)?;
+        let found = self.store()?.query(query.clone()).await?;
         let ids: Vec<AccountId> = found.items.iter().map(decode).collect::<Result<_>>()?;
         let heads = self
             .store()?
@@ -377,7 +415,7 @@ impl Ledger {
             .collect::<Result<_>>()?;
         Ok(Listing {
             items,
-            next_cursor: found.next.map(|sk| encode_cursor(&sk)),
+            next_cursor: found.next.map(|sk| cursors.encode(&query.pk, &sk)),
         })
     }
 
@@ -397,12 +435,13 @@ impl Ledger {
         tenant: &TenantId,
         page: PageRequest,
     ) -> Result<Listing<Transfer>> {
-        let query = list_query(layout::transfers(tenant), "xfer_", &page)?;
-        let found = self.store()?.query(query).await?;
+        let cursors = self.cursor_key().await?;
+        let query = list_query(layout::transfers(tenant), "xfer_", &page, cursors)?;
+        let found = self.store()?.query(query.clone()).await?;
         let items = found.items.iter().map(decode).collect::<Result<_>>()?;
         Ok(Listing {
             items,
-            next_cursor: found.next.map(|sk| encode_cursor(&sk)),
+            next_cursor: found.next.map(|sk| cursors.encode(&query.pk, &sk)),
         })
     }
 
@@ -426,14 +465,15 @@ impl Ledger {
         // The account must exist (for this tenant) even when it has no entries.
         let current = self.get_account(tenant, account).await?;
         let base = layout::entries(tenant, account, 1);
-        let mut query = list_query(base.pk, "E#", &page)?;
+        let cursors = self.cursor_key().await?;
+        let mut query = list_query(base.pk, "E#", &page, cursors)?;
         query.from = base.from;
         query.to = base.to;
-        let found = self.store()?.query(query).await?;
+        let found = self.store()?.query(query.clone()).await?;
         let items = found.items.iter().map(decode).collect::<Result<_>>()?;
         let listing = Listing {
             items,
-            next_cursor: found.next.map(|sk| encode_cursor(&sk)),
+            next_cursor: found.next.map(|sk| cursors.encode(&query.pk, &sk)),
         };
         Ok((current, listing))
     }
@@ -564,24 +604,9 @@ fn unexpected(outcome: &Outcome) -> Error {
     ))
 }
 
-/// Cursors are the last sort key of a page, base64url-encoded. They are checked against the
-/// listing they continue: a cursor from another listing is refused.
-fn encode_cursor(sk: &str) -> String {
-    URL_SAFE_NO_PAD.encode(sk)
-}
-
-fn decode_cursor(cursor: &str, prefix: &str) -> Result<String> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| Error::InvalidCursor)?;
-    let sk = String::from_utf8(bytes).map_err(|_| Error::InvalidCursor)?;
-    if !sk.starts_with(prefix) || sk.len() > 256 {
-        return Err(Error::InvalidCursor);
-    }
-    Ok(sk)
-}
-
-fn list_query(pk: String, prefix: &str, page: &PageRequest) -> Result<Query> {
+/// A listing's query; its cursor (see [`crate::cursor`]) must have been made for this
+/// partition.
+fn list_query(pk: String, prefix: &str, page: &PageRequest, cursors: &CursorKey) -> Result<Query> {
     let limit = page.limit.unwrap_or(PAGE_LEN_DEFAULT);
     if limit == 0 || limit > PAGE_LEN_MAX {
         return Err(Rejection::InvalidField {
@@ -590,12 +615,13 @@ fn list_query(pk: String, prefix: &str, page: &PageRequest) -> Result<Query> {
         }
         .into());
     }
-    let mut query = Query::prefix(pk, prefix, limit);
-    query.descending = page.descending;
-    query.after = page
+    let after = page
         .cursor
         .as_deref()
-        .map(|c| decode_cursor(c, prefix))
+        .map(|c| cursors.decode(c, &pk, prefix))
         .transpose()?;
+    let mut query = Query::prefix(pk, prefix, limit);
+    query.descending = page.descending;
+    query.after = after;
     Ok(query)
 }

@@ -254,6 +254,19 @@ fn header_cases(b: &Books, read_only: &str) -> Vec<Case> {
     ]
 }
 
+/// The cursor with its first character changed.
+fn altered(cursor: &str) -> String {
+    let first = if cursor.starts_with('A') { "B" } else { "A" };
+    format!("{first}{}", &cursor[1..])
+}
+
+/// What a cursor of the accounts listing looked like before cursors were authenticated: the
+/// last sort key (an account id), base64url.
+fn forged(account: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(account)
+}
+
 #[rustfmt::skip]
 fn route_cases(b: &Books) -> Vec<Case> {
     let cash = &b.cash;
@@ -268,6 +281,8 @@ fn route_cases(b: &Books) -> Vec<Case> {
         case("unknown transfer", Req::get(&format!("/v1/transfers/{NO_SUCH_TRANSFER}")), 404, "not-found"),
         case("invalid cursor", Req::get("/v1/transfers?cursor=!!!"), 400, "invalid-cursor"),
         case("cursor of another listing", Req::get(&format!("/v1/transfers?cursor={}", b.accounts_cursor)), 400, "invalid-cursor"),
+        case("altered cursor", Req::get(&format!("/v1/accounts?cursor={}", altered(&b.accounts_cursor))), 400, "invalid-cursor"),
+        case("forged cursor (a plain sort key)", Req::get(&format!("/v1/accounts?cursor={}", forged(&b.cash))), 400, "invalid-cursor"),
         case("limit=0", Req::get("/v1/transfers?limit=0"), 400, "invalid-parameter"),
         case("limit=501", Req::get("/v1/transfers?limit=501"), 400, "invalid-parameter"),
         case("limit=abc", Req::get("/v1/accounts?limit=abc"), 400, "invalid-parameter"),

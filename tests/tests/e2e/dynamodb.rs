@@ -28,7 +28,18 @@ async fn two_processes_share_one_table_without_losing_or_doubling_a_posting() {
     let accounts = open_accounts(&api_a).await;
     // Written through one process, read through the other: no state lives in a process.
     api_b.get_account(&accounts[0]).await;
-    post_everywhere_and_check(&[api_a, api_b], &accounts).await;
+    post_everywhere_and_check(&[api_a.clone(), api_b.clone()], &accounts).await;
+    // A cursor one process handed out continues on the other: they share the cursor key.
+    let first = api_a.get("/v1/transfers?limit=5").await;
+    first.expect(200);
+    let rest = api_b
+        .get(&format!(
+            "/v1/transfers?limit=500&cursor={}",
+            first.str("next_cursor")
+        ))
+        .await;
+    rest.expect(200);
+    assert_eq!(rest.json["data"].as_array().unwrap().len(), TRANSFERS - 5);
     stop(vec![a, b]).await;
 }
 

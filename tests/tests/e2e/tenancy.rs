@@ -47,6 +47,17 @@ async fn a_tenant_sees_nothing_of_another() {
             .expect_problem(404, "not-found");
     }
 
+    // A's cursors, used by B: refused, not followed into B's listing or anyone else's.
+    let a_page = a.get("/v1/transfers?limit=1").await;
+    a_page.expect(200);
+    let a_cursor = a_page.str("next_cursor").to_owned();
+    a.get(&format!("/v1/transfers?limit=1&cursor={a_cursor}"))
+        .await
+        .expect(200);
+    b.send(Req::get(&format!("/v1/transfers?cursor={a_cursor}")))
+        .await
+        .expect_problem(400, "invalid-cursor");
+
     // Changes to A's things, by B: not found, or an unknown account in a transfer.
     for path in [
         format!("/v1/accounts/{a1}/freeze"),
