@@ -67,7 +67,7 @@ impl Server {
             .env("STRONGROOM_DATA_DIR", data_dir.path())
             .env("STRONGROOM_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(server_log()?)
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("start {} serve", bin.display()))?;
@@ -210,6 +210,19 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Where the server's JSON log goes: the file `SERVER_LOG` names (created or truncated), else
+/// nowhere.
+fn server_log() -> Result<Stdio> {
+    match std::env::var_os("SERVER_LOG") {
+        Some(path) => {
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("create SERVER_LOG {}", Path::new(&path).display()))?;
+            Ok(Stdio::from(file))
+        }
+        None => Ok(Stdio::null()),
     }
 }
 

@@ -144,6 +144,37 @@ pub struct DynamoStats {
     pub conditions_failed: u64,
     /// Write capacity units DynamoDB reported consuming (when it reports them).
     pub write_capacity_units: f64,
+    /// Transactions that applied.
+    pub transactions: u64,
+    /// Actions in them.
+    pub items_written: u64,
+    /// Write capacity units those transactions cost by DynamoDB's sizing rules
+    /// ([`transactional_write_units`]), whether or not the server reports consumption.
+    pub write_units_sized: u64,
+}
+
+/// Write capacity units of one transactional write of an item, by DynamoDB's sizing rules: an
+/// item's size is the UTF-8 length of each attribute name plus its value (strings: UTF-8 bytes;
+/// binary: bytes; numbers: about one byte per two significant digits, plus one); a
+/// transactional write costs 2 units per started kilobyte. A delete is counted at the minimum
+/// (the store deletes only small rows: hold-expiry markers).
+pub fn transactional_write_units(op: &WriteOp) -> u64 {
+    let bytes = match op {
+        WriteOp::Put { item, .. } => {
+            let digits = item.version.to_string().len();
+            PK.len()
+                + item.key.pk.len()
+                + SK.len()
+                + item.key.sk.len()
+                + VERSION.len()
+                + digits.div_ceil(2)
+                + 1
+                + BODY.len()
+                + item.body.len()
+        }
+        WriteOp::Delete { .. } => 1,
+    };
+    2 * (bytes as u64).div_ceil(1024)
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +188,33 @@ struct Counters {
     conditions_failed: AtomicU64,
     /// Write capacity in thousandths of a unit.
     wcu_milli: AtomicU64,
+    transactions: AtomicU64,
+    items_written: AtomicU64,
+    write_units_sized: AtomicU64,
+}
+
+impl Drop for Counters {
+    /// When the store closes, its totals go to the log (the benchmarks read them there).
+    fn drop(&mut self) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        if load(&self.requests) == 0 {
+            return;
+        }
+        tracing::info!(
+            requests = load(&self.requests),
+            transactions = load(&self.transactions),
+            items_written = load(&self.items_written),
+            write_units_sized = load(&self.write_units_sized),
+            write_units_reported = load(&self.wcu_milli) as f64 / 1000.0,
+            retries_throttled = load(&self.retries_throttled),
+            retries_conflict = load(&self.retries_conflict),
+            retries_server = load(&self.retries_server),
+            retries_network = load(&self.retries_network),
+            gave_up = load(&self.gave_up),
+            conditions_failed = load(&self.conditions_failed),
+            "DynamoDB usage"
+        );
+    }
 }
 
 /// A DynamoDB store.
@@ -239,6 +297,9 @@ impl DynamoStore {
             gave_up: load(&c.gave_up),
             conditions_failed: load(&c.conditions_failed),
             write_capacity_units: load(&c.wcu_milli) as f64 / 1000.0,
+            transactions: load(&c.transactions),
+            items_written: load(&c.items_written),
+            write_units_sized: load(&c.write_units_sized),
         }
     }
 
@@ -691,6 +752,8 @@ impl Store for DynamoStore {
             .map(|op| self.action(op))
             .collect::<Result<Vec<_>, _>>()?;
         let token = request_token(&ops);
+        let sized: u64 = ops.iter().map(transactional_write_units).sum();
+        let items = ops.len() as u64;
         let counters = self.counters.clone();
         self.with_retries("TransactWriteItems", || {
             let call = self
@@ -712,6 +775,11 @@ impl Store for DynamoStore {
                         counters
                             .wcu_milli
                             .fetch_add((units * 1000.0) as u64, Ordering::Relaxed);
+                        counters.transactions.fetch_add(1, Ordering::Relaxed);
+                        counters.items_written.fetch_add(items, Ordering::Relaxed);
+                        counters
+                            .write_units_sized
+                            .fetch_add(sized, Ordering::Relaxed);
                         Ok(())
                     }
                     Err(e) => Err(cancelled(e, &counters)),

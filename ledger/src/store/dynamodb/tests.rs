@@ -52,6 +52,14 @@ async fn conformance() {
         "{stats:?}"
     );
     assert_eq!(stats.gave_up, 0, "{stats:?}");
+    assert!(
+        stats.transactions > 0 && stats.items_written >= stats.transactions,
+        "{stats:?}"
+    );
+    assert!(
+        stats.write_units_sized >= 2 * stats.items_written,
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -115,6 +123,28 @@ fn backoff_is_full_jitter_under_the_cap() {
     // Jitter: not always the same value.
     let draws: std::collections::BTreeSet<Duration> = (0..50).map(|_| policy.backoff(5)).collect();
     assert!(draws.len() > 10, "{draws:?}");
+}
+
+#[test]
+fn write_units_follow_the_sizing_rules() {
+    let put = |pk: &str, body: usize| WriteOp::Put {
+        item: Item {
+            key: Key::new(pk, "HEAD"),
+            version: 12,
+            body: vec![0; body],
+        },
+        condition: Condition::None,
+    };
+    // Names pk, sk, v, b (6 bytes), keys "p" and "HEAD", version 12 (2 bytes), body.
+    let overhead = 6 + 1 + 4 + 2;
+    assert_eq!(transactional_write_units(&put("p", 1024 - overhead)), 2);
+    assert_eq!(transactional_write_units(&put("p", 1025 - overhead)), 4);
+    assert_eq!(transactional_write_units(&put("p", 3000)), 6);
+    let delete = WriteOp::Delete {
+        key: Key::new("p", "s"),
+        condition: Condition::None,
+    };
+    assert_eq!(transactional_write_units(&delete), 2);
 }
 
 #[test]
