@@ -55,3 +55,8 @@ export AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE AWS_SESSION_TOKEN
 
 cargo test --workspace --locked "$@"
+# The ledger's behaviour through the API once more, every instance on DynamoDB.
+if [[ $# -eq 0 ]]; then
+  E2E_STORE=dynamodb cargo test --locked -p tests --test e2e -- \
+    walkthrough:: ledger_rules:: idempotency:: tenancy::
+fi

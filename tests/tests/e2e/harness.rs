@@ -45,23 +45,45 @@ pub const NO_SUCH_TRANSFER: &str = "xfer_01ARZ3NDEKTSV4RRFFQ69G5FAV";
 /// Settings that put an instance on a new DynamoDB table of its own, on the server
 /// `tests/run.sh` starts (moto), created with `strongroom dynamodb create-tables`.
 pub fn dynamodb_settings() -> Vec<(&'static str, String)> {
+    let table = format!("e2e-{}", ulid::Ulid::generate().to_string().to_lowercase());
+    let settings = dynamodb_table(&table);
+    let borrowed: Vec<(&str, &str)> = settings.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let out = run_program_with(&["dynamodb", "create-tables"], &borrowed);
+    assert_eq!(out.trim(), format!("created table {table}"));
+    settings
+}
+
+/// When `E2E_STORE=dynamodb` (`tests/run.sh` runs the ledger's behaviour suites a second time
+/// so), every [`Instance`] keeps its ledger in a DynamoDB table named after its data directory,
+/// created if needed: an instance restarted on the same directory finds its table again.
+fn store_settings(data_dir: &Path) -> Vec<(&'static str, String)> {
+    if std::env::var("E2E_STORE").as_deref() != Ok("dynamodb") {
+        return Vec::new();
+    }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let table = format!("e2e-dir-{:016x}", hasher.finish());
+    let settings = dynamodb_table(&table);
+    let borrowed: Vec<(&str, &str)> = settings.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    run_program_with(&["dynamodb", "create-tables"], &borrowed);
+    settings
+}
+
+/// Settings for the table `table` on the test server (which must be running).
+fn dynamodb_table(table: &str) -> Vec<(&'static str, String)> {
     let endpoint = std::env::var("STRONGROOM_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
         panic!(
             "STRONGROOM_TEST_DYNAMODB_ENDPOINT is not set: run the tests with tests/run.sh, \
              which starts a DynamoDB server (moto) on 127.0.0.1"
         )
     });
-    let table = format!("e2e-{}", ulid::Ulid::generate().to_string().to_lowercase());
-    let settings = vec![
+    vec![
         ("store", "dynamodb".to_owned()),
-        ("dynamodb_table", table.clone()),
+        ("dynamodb_table", table.to_owned()),
         ("dynamodb_endpoint", endpoint),
         ("dynamodb_region", "us-east-1".to_owned()),
-    ];
-    let borrowed: Vec<(&str, &str)> = settings.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    let out = run_program_with(&["dynamodb", "create-tables"], &borrowed);
-    assert_eq!(out.trim(), format!("created table {table}"));
-    settings
+    ]
 }
 
 /// A server running inside the test process, on its own temporary data directory.
@@ -101,6 +123,9 @@ impl Instance {
             ("data_dir".into(), data_dir.display().to_string()),
             ("listen".into(), "127.0.0.1:0".into()),
         ]);
+        for (name, value) in store_settings(&data_dir) {
+            map.insert(name.into(), value);
+        }
         for (name, value) in settings {
             map.insert((*name).into(), (*value).into());
         }
