@@ -17,42 +17,10 @@ if ! need cc; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential >/dev/null
 fi
 
-need python3 || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
-}
-
-# The virtualenv, rebuilt when the pinned requirements change.
-venv=target/test-venv
-stamp=$venv/requirements.sha256
-want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
-if [[ ! -x $venv/bin/moto_server || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-  rm -rf "$venv"
-  if ! python3 -m venv "$venv" 2>/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-    python3 -m venv "$venv"
-  fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
-  echo "$want" >"$stamp"
-fi
-
-# moto on a free loopback port, stopped however this script ends; one request at a time, since
-# moto's transactions are not isolated from each other (tests/moto_server.py says why).
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$venv/bin/python" tests/moto_server.py 127.0.0.1 "$port" >target/moto.log 2>&1 &
-moto=$!
-trap 'kill "$moto" 2>/dev/null; wait "$moto" 2>/dev/null || true' EXIT
-endpoint=http://127.0.0.1:$port
-for _ in $(seq 100); do
-  python3 -c "import urllib.request; urllib.request.urlopen('$endpoint/moto-api/')" 2>/dev/null && break
-  kill -0 "$moto" 2>/dev/null || { echo "run.sh: moto_server exited:" >&2; cat target/moto.log >&2; exit 1; }
-  sleep 0.1
-done
-
-# The SDK's standard provider chain finds these: dummy credentials, a region, no instance metadata.
-export STRONGROOM_TEST_DYNAMODB_ENDPOINT=$endpoint
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
-export AWS_EC2_METADATA_DISABLED=true
-unset AWS_PROFILE AWS_SESSION_TOKEN
+# moto's DynamoDB server for the tests (tests/moto.sh), stopped however this script ends.
+source tests/moto.sh
+moto_start
+export STRONGROOM_TEST_DYNAMODB_ENDPOINT=$MOTO_ENDPOINT
 
 cargo test --workspace --locked "$@"
 # The ledger's behaviour through the API once more, every instance on DynamoDB.

@@ -135,8 +135,12 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         StoreChoice::Dynamodb(settings) => {
             let store = DynamoStore::connect(settings).await?;
             store.ping().await.map_err(|e| {
+                let why = match e {
+                    StoreError::Unavailable(why) => why,
+                    other => other.to_string(),
+                };
                 StartError::Store(StoreError::Unavailable(format!(
-                    "DynamoDB table {}: {e} (`strongroom dynamodb create-tables` creates it)",
+                    "DynamoDB table {}: {why} (`strongroom dynamodb create-tables` creates it)",
                     settings.table
                 )))
             })?;

@@ -461,9 +461,7 @@ async fn pause(paused: oneshot::Sender<()>, resume: oneshot::Receiver<()>) {
 
 /// Full-jitter exponential backoff: uniform in [0, 1 ms × 2^attempt], at most 64 ms.
 fn backoff(attempt: u32) -> Duration {
-    let cap_us = 1_000u64 << attempt.min(6);
-    let jitter = ulid::Ulid::generate().random() as u64;
-    Duration::from_micros(jitter % (cap_us + 1))
+    crate::time::full_jitter(Duration::from_micros(1_000u64 << attempt.min(6)))
 }
 
 /// Errors are not `Clone` (store errors carry sources); a whole-batch failure is reported to

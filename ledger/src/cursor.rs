@@ -139,6 +139,15 @@ mod tests {
         for junk in ["", "!!", "AAAA", &"A".repeat(10_000)] {
             assert!(refused(junk, pk, "xfer_"), "{junk:?}");
         }
+        // Sort keys up to CURSOR_SORT_KEY_MAX bytes, not one more.
+        let longest = format!("xfer_{}", "a".repeat(CURSOR_SORT_KEY_MAX - 5));
+        assert_eq!(
+            key.decode(&key.encode(pk, &longest), pk, "xfer_")
+                .expect("longest"),
+            longest
+        );
+        let over = format!("{longest}a");
+        assert!(refused(&key.encode(pk, &over), pk, "xfer_"));
         // A valid tag on a sort key outside the listing's prefix is still refused.
         let outside = key.encode(pk, "zzz");
         assert!(refused(&outside, pk, "xfer_"));

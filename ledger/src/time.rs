@@ -86,3 +86,11 @@ impl Clock for ManualClock {
         Timestamp(self.0.load(Ordering::SeqCst))
     }
 }
+
+/// Full jitter: a uniformly random wait in `[0, ceiling]`, for retry backoff (the committer's
+/// re-plans and the DynamoDB store's retries).
+pub(crate) fn full_jitter(ceiling: Duration) -> Duration {
+    let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+    let draw = ulid::Ulid::generate().random() as u64;
+    Duration::from_micros(draw % micros.saturating_add(1))
+}

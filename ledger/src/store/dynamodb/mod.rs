@@ -74,13 +74,27 @@ pub struct RetryPolicy {
     pub total_max: Duration,
 }
 
+/// Default of [`RetryPolicy::attempts_max`].
+pub const DYNAMODB_ATTEMPTS_MAX: u32 = 8;
+/// Default of [`RetryPolicy::base`].
+pub const DYNAMODB_BACKOFF_BASE: Duration = Duration::from_millis(25);
+/// Default of [`RetryPolicy::cap`].
+pub const DYNAMODB_BACKOFF_CAP: Duration = Duration::from_secs(1);
+/// Default of [`RetryPolicy::total_max`].
+pub const DYNAMODB_RETRY_TOTAL_MAX: Duration = Duration::from_secs(5);
+/// Default of [`DynamoConfig::attempt_timeout`].
+pub const DYNAMODB_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `create_table` waits for a new table to become active, and how often it looks.
+pub const DYNAMODB_CREATE_WAIT_MAX: Duration = Duration::from_secs(60);
+const DYNAMODB_CREATE_POLL: Duration = Duration::from_millis(200);
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            attempts_max: 8,
-            base: Duration::from_millis(25),
-            cap: Duration::from_secs(1),
-            total_max: Duration::from_secs(5),
+            attempts_max: DYNAMODB_ATTEMPTS_MAX,
+            base: DYNAMODB_BACKOFF_BASE,
+            cap: DYNAMODB_BACKOFF_CAP,
+            total_max: DYNAMODB_RETRY_TOTAL_MAX,
         }
     }
 }
@@ -88,13 +102,20 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Full jitter: uniform in `[0, min(cap, base × 2^retry)]`.
     fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << retry.min(16))
-            .min(self.cap);
-        let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
-        let jitter = ulid::Ulid::generate().random() as u64;
-        Duration::from_micros(jitter % micros.saturating_add(1))
+        crate::time::full_jitter(
+            self.base
+                .saturating_mul(1u32 << retry.min(16))
+                .min(self.cap),
+        )
+    }
+
+    /// The wait before retry number `retry + 1` of a call that started at `started`, or `None`
+    /// when the policy is spent (attempts or time).
+    fn next_pause(&self, started: Instant, retry: u32) -> Option<Duration> {
+        let pause = self.backoff(retry);
+        let attempts = retry.saturating_add(1);
+        (attempts < self.attempts_max && started.elapsed() + pause <= self.total_max)
+            .then_some(pause)
     }
 }
 
@@ -120,7 +141,7 @@ impl Default for DynamoConfig {
             region: None,
             endpoint: None,
             retry: RetryPolicy::default(),
-            attempt_timeout: Duration::from_secs(3),
+            attempt_timeout: DYNAMODB_ATTEMPT_TIMEOUT,
         }
     }
 }
@@ -279,11 +300,6 @@ impl DynamoStore {
         })
     }
 
-    /// The table's name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// The counters so far.
     pub fn stats(&self) -> DynamoStats {
         let c = &self.counters;
@@ -337,7 +353,7 @@ impl DynamoStore {
             Err(e) if e.code() == Some("ResourceInUseException") => false,
             Err(e) => return Err(StoreError::Unavailable(describe(&e))),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + DYNAMODB_CREATE_WAIT_MAX;
         loop {
             let table = self
                 .client
@@ -355,11 +371,11 @@ impl DynamoStore {
             }
             if Instant::now() >= deadline {
                 return Err(StoreError::Unavailable(format!(
-                    "table {} did not become active within a minute",
-                    self.table
+                    "table {} did not become active within {:?}",
+                    self.table, DYNAMODB_CREATE_WAIT_MAX
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(DYNAMODB_CREATE_POLL).await;
         }
     }
 
@@ -378,16 +394,15 @@ impl DynamoStore {
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(kind, why)) => (kind, why),
             };
-            let pause = self.retry.backoff(retry);
+            let next = self.retry.next_pause(started, retry);
             retry += 1;
-            if retry >= self.retry.attempts_max || started.elapsed() + pause > self.retry.total_max
-            {
+            let Some(pause) = next else {
                 self.counters.gave_up.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(call, attempts = retry, reason = ?kind, error = %why, "DynamoDB call failed; giving up");
                 return Err(StoreError::Unavailable(format!(
                     "DynamoDB {call} failed after {retry} attempts: {why}"
                 )));
-            }
+            };
             let counter = match kind {
                 Transient::Throttled => &self.counters.retries_throttled,
                 Transient::Conflict => &self.counters.retries_conflict,
@@ -408,21 +423,18 @@ impl DynamoStore {
     }
 
     fn action(&self, op: &WriteOp) -> Result<TransactWriteItem, StoreError> {
-        let (condition_expression, values) = match condition_of(op) {
-            Condition::None => (None, None),
-            Condition::NotExists => (Some("attribute_not_exists(#pk)"), None),
+        let name = |alias: &str, attribute: &str| {
+            Some(HashMap::from([(alias.to_owned(), attribute.to_owned())]))
+        };
+        let (condition_expression, names, values) = match condition_of(op) {
+            Condition::None => (None, None, None),
+            Condition::NotExists => (Some("attribute_not_exists(#pk)"), name("#pk", PK), None),
             Condition::Version(v) => (
                 Some("#v = :v"),
+                name("#v", VERSION),
                 Some(HashMap::from([(":v".to_owned(), number(v))])),
             ),
         };
-        let names = condition_expression.map(|expression| {
-            if expression.contains("#pk") {
-                HashMap::from([("#pk".to_owned(), PK.to_owned())])
-            } else {
-                HashMap::from([("#v".to_owned(), VERSION.to_owned())])
-            }
-        });
         Ok(match op {
             WriteOp::Put { item, .. } => {
                 let mut attributes = self.key_attributes(&item.key);
@@ -498,17 +510,15 @@ impl DynamoStore {
                 self.counters
                     .retries_throttled
                     .fetch_add(1, Ordering::Relaxed);
-                let pause = self.retry.backoff(round);
+                let next = self.retry.next_pause(started, round);
                 round += 1;
-                if round >= self.retry.attempts_max
-                    || started.elapsed() + pause > self.retry.total_max
-                {
+                let Some(pause) = next else {
                     self.counters.gave_up.fetch_add(1, Ordering::Relaxed);
                     return Err(StoreError::Unavailable(format!(
                         "DynamoDB BatchGetItem left {} keys unprocessed after {round} rounds",
                         rest.len()
                     )));
-                }
+                };
                 tracing::warn!(
                     keys = rest.len(),
                     round,
@@ -754,7 +764,7 @@ impl Store for DynamoStore {
         let token = request_token(&ops);
         let sized: u64 = ops.iter().map(transactional_write_units).sum();
         let items = ops.len() as u64;
-        let counters = self.counters.clone();
+        let counters = &*self.counters;
         self.with_retries("TransactWriteItems", || {
             let call = self
                 .client
@@ -763,7 +773,6 @@ impl Store for DynamoStore {
                 .client_request_token(token.clone())
                 .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
                 .send();
-            let counters = counters.clone();
             async move {
                 match call.await {
                     Ok(out) => {
@@ -782,7 +791,7 @@ impl Store for DynamoStore {
                             .fetch_add(sized, Ordering::Relaxed);
                         Ok(())
                     }
-                    Err(e) => Err(cancelled(e, &counters)),
+                    Err(e) => Err(cancelled(e, counters)),
                 }
             }
         })

@@ -126,6 +126,30 @@ fn backoff_is_full_jitter_under_the_cap() {
 }
 
 #[test]
+fn the_retry_policy_ends_at_its_attempt_and_time_bounds() {
+    let policy = RetryPolicy {
+        attempts_max: 3,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(1),
+        total_max: Duration::from_secs(60),
+    };
+    let now = Instant::now();
+    // Attempts 1 and 2 may be followed by another; attempt 3 is the last.
+    assert!(policy.next_pause(now, 0).is_some());
+    assert!(policy.next_pause(now, 1).is_some());
+    assert!(policy.next_pause(now, 2).is_none());
+    // A call that has already used its time gets no retry, however few attempts it made.
+    let spent = RetryPolicy {
+        total_max: Duration::ZERO,
+        base: Duration::from_millis(100),
+        cap: Duration::from_millis(100),
+        ..policy
+    };
+    let long_ago = now - Duration::from_millis(1);
+    assert!(spent.next_pause(long_ago, 0).is_none());
+}
+
+#[test]
 fn write_units_follow_the_sizing_rules() {
     let put = |pk: &str, body: usize| WriteOp::Put {
         item: Item {
