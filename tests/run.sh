@@ -26,5 +26,5 @@ cargo test --workspace --locked "$@"
 # The ledger's behaviour through the API once more, every instance on DynamoDB.
 if [[ $# -eq 0 ]]; then
   E2E_STORE=dynamodb cargo test --locked -p tests --test e2e -- \
-    walkthrough:: ledger_rules:: idempotency:: tenancy::
+    walkthrough:: ledger_rules:: idempotency:: tenancy:: metrics::
 fi

@@ -160,6 +160,9 @@ async fn serve(config: Config) -> ExitCode {
             "  get a token: strongroom dev-token --tenant acme --scope ledger:read --scope ledger:write"
         );
     }
+    if let Some(metrics) = info.metrics_addr {
+        eprintln!("metrics on http://{metrics}/metrics");
+    }
     eprintln!("listening on https://{}", info.addr);
     tracing::info!(addr = %info.addr, fingerprint = %info.fingerprint, "listening");
     let stopper = running.stopper();

@@ -73,6 +73,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Where to serve `GET /metrics` (Prometheus text, plain HTTP) for a scraper beside the
+    /// process; off when unset.
+    pub metrics_listen: Option<SocketAddr>,
     /// PEM certificate chain; generated in the data directory in dev mode when unset.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key, with `tls_cert`.
@@ -183,6 +186,7 @@ pub const SETTINGS: &[&str] = &[
     "mode",
     "data_dir",
     "listen",
+    "metrics_listen",
     "tls_cert",
     "tls_key",
     "jwks_file",
@@ -307,6 +311,13 @@ impl Config {
                     .parse()
                     .map_err(|_| ConfigError("default listen".into()))?,
             )?,
+            metrics_listen: match source.get("metrics_listen").as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(raw) => Some(
+                    raw.parse()
+                        .map_err(|e| ConfigError(format!("metrics_listen={raw:?}: {e}")))?,
+                ),
+            },
             tls_cert: path("tls_cert"),
             tls_key: path("tls_key"),
             jwks_file: path("jwks_file"),
@@ -384,6 +395,14 @@ impl Config {
                 "dynamodb_endpoint must be an http:// or https:// URL, not {endpoint:?}"
             )));
         }
+        if let Some(metrics) = self.metrics_listen
+            && metrics.port() != 0
+            && metrics == self.listen
+        {
+            return Err(ConfigError(format!(
+                "metrics_listen must differ from listen ({metrics})"
+            )));
+        }
         if self.jwt_audience.trim().is_empty() {
             return Err(ConfigError("jwt_audience must not be empty".into()));
         }
@@ -419,6 +438,10 @@ impl fmt::Display for Config {
         writeln!(f, "mode = {:?}", self.mode)?;
         writeln!(f, "data_dir = {}", self.data_dir.display())?;
         writeln!(f, "listen = {}", self.listen)?;
+        match self.metrics_listen {
+            Some(addr) => writeln!(f, "metrics_listen = {addr}")?,
+            None => writeln!(f, "metrics_listen = (off)")?,
+        }
         writeln!(f, "tls_cert = {}", opt(&self.tls_cert))?;
         writeln!(f, "tls_key = {}", opt(&self.tls_key))?;
         writeln!(f, "jwks_file = {}", opt(&self.jwks_file))?;
@@ -494,6 +517,15 @@ mod tests {
         assert_eq!(c.commit, CommitConfig::default());
         assert_eq!(c.store, StoreChoice::Sqlite);
         assert_eq!(c.dynamodb.table, DYNAMODB_TABLE_DEFAULT);
+        assert_eq!(c.metrics_listen, None);
+        assert!(c.to_string().contains("metrics_listen = (off)"));
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address() {
+        let c = load(&[("metrics_listen", "127.0.0.1:9464")]).expect("config");
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(c.to_string().contains("metrics_listen = 127.0.0.1:9464"));
     }
 
     #[test]
@@ -507,6 +539,14 @@ mod tests {
         };
         check(&[("mode", "prod")], "mode");
         check(&[("listen", "nowhere")], "listen");
+        check(&[("metrics_listen", "9464")], "metrics_listen");
+        check(
+            &[
+                ("listen", "127.0.0.1:9000"),
+                ("metrics_listen", "127.0.0.1:9000"),
+            ],
+            "metrics_listen",
+        );
         check(&[("body_bytes_max", "10")], "body_bytes_max");
         check(&[("jwt_leeway_s", "301")], "jwt_leeway_s");
         check(&[("commit_batch_len_max", "0")], "commit_batch_len_max");

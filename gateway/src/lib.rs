@@ -12,5 +12,6 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod tls;

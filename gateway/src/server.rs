@@ -76,6 +76,8 @@ pub struct StartInfo {
     pub fingerprint: String,
     /// The dev issuer's key id, in dev mode.
     pub dev_kid: Option<String>,
+    /// Where `GET /metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -186,6 +188,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .map_err(io(format!("listen on {}", config.listen)))?;
     let addr = listener.local_addr().map_err(io("local address".into()))?;
     let (stop, stopped) = watch::channel(false);
+    let (metrics_addr, metrics_task) = match config.metrics_listen {
+        Some(at) => {
+            let (bound, task) = crate::metrics::serve(at, ledger.clone(), stopped.clone())
+                .await
+                .map_err(io(format!("metrics_listen on {at}")))?;
+            (Some(bound), Some(task))
+        }
+        None => (None, None),
+    };
     let grace = config.shutdown_grace;
     let task = tokio::spawn(async move {
         accept_loop(
@@ -198,6 +209,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         )
         .await;
         ledger.shutdown().await;
+        if let Some(metrics) = metrics_task {
+            let _ = metrics.await;
+        }
         tracing::info!("stopped");
     });
     let info = StartInfo {
@@ -205,6 +219,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         cert: files.cert,
         fingerprint,
         dev_kid: dev.map(|d| d.kid),
+        metrics_addr,
     };
     Ok(Running { info, stop, task })
 }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod ids;
 pub mod layout;
 pub mod limits;
+pub mod metrics;
 pub mod money;
 mod plan;
 mod service;

@@ -19,6 +19,7 @@ use crate::error::{Error, Rejection, Result};
 use crate::ids::{AccountId, IdGen, IdempotencyKey, TenantId, TransferId};
 use crate::layout;
 use crate::limits::{HOLD_EXPIRY_SHARDS, HOLD_SWEEP_BATCH_MAX, PAGE_LEN_DEFAULT, PAGE_LEN_MAX};
+use crate::metrics::Metric;
 use crate::money::Amount;
 use crate::store::{Condition, Item, Query, Store, StoreError, WriteOp};
 use crate::time::{Clock, Timestamp};
@@ -168,6 +169,32 @@ impl Ledger {
     /// Group commit statistics so far.
     pub fn commit_stats(&self) -> CommitStats {
         *self.inner.stats.borrow()
+    }
+
+    /// Every counter of the ledger and its store, for a metrics endpoint.
+    pub fn metrics(&self) -> Vec<Metric> {
+        let stats = self.commit_stats();
+        let mut out = vec![
+            Metric::counter(
+                "strongroom_commit_transactions_total",
+                "Store transactions the committer wrote.",
+                stats.transactions,
+            ),
+            Metric::counter(
+                "strongroom_commit_requests_total",
+                "Write requests the committer executed (acknowledged or refused).",
+                stats.requests,
+            ),
+            Metric::counter(
+                "strongroom_commit_retries_total",
+                "Batches planned again after another writer won a condition.",
+                stats.retries,
+            ),
+        ];
+        if let Ok(store) = self.store() {
+            out.extend(store.metrics());
+        }
+        out
     }
 
     /// The key of pagination cursors: read from the store, or created there by the first process

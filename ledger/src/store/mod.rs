@@ -186,6 +186,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether the backend answers; for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The backend's own counters (calls, retries, capacity); none by default.
+    fn metrics(&self) -> Vec<crate::metrics::Metric> {
+        Vec::new()
+    }
 }
 
 thread_local! {

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Api, FaultyProxy, Process, dynamodb_settings, transfer_body, unique_key};
+use crate::harness::{
+    Api, FaultyProxy, Process, dynamodb_settings, metric, scrape, transfer_body, unique_key,
+};
 
 /// Transfers posted, each sent to both processes at once.
 const TRANSFERS: usize = 40;
@@ -61,6 +63,7 @@ async fn faults_between_the_sdk_and_dynamodb_lose_nothing_and_double_nothing() {
         .map(|(n, v)| (*n, v.as_str()))
         .collect();
     settings.push(("dynamodb_endpoint", proxy.url.as_str()));
+    settings.push(("metrics_listen", "127.0.0.1:0"));
     let dir = tempfile::tempdir().unwrap();
     let process = Process::spawn(dir.path(), &settings);
     let api = process.api("acme");
@@ -73,6 +76,39 @@ async fn faults_between_the_sdk_and_dynamodb_lose_nothing_and_double_nothing() {
         load(&counts.throttled) > 0 && load(&counts.server_errors) > 0 && load(&counts.dropped) > 0,
         "{counts:?}"
     );
+    // Every retry is counted in the metrics, by reason, and no more than the proxy caused:
+    // scraped first, so that the proxy's counts (read after) include every fault counted.
+    let metrics_url = process
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|line| line.strip_prefix("metrics on ").map(str::to_owned))
+        .expect("the metrics banner line");
+    let page = scrape(&metrics_url).await;
+    let retries = |reason: &str| {
+        metric(
+            &page,
+            &format!("strongroom_dynamodb_retries_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    let faults = [
+        ("throttled", load(&counts.throttled)),
+        ("server", load(&counts.server_errors)),
+        ("network", load(&counts.dropped)),
+    ];
+    for (reason, caused) in faults {
+        let counted = retries(reason);
+        // An attempt that times out on a slow server also counts as `network`.
+        let bounded = reason == "network" || counted <= caused as f64;
+        assert!(
+            counted >= 1.0 && bounded,
+            "{reason}: {counted} retries counted, {caused} faults caused"
+        );
+    }
+    assert!(metric(&page, "strongroom_dynamodb_requests_total") > 0.0);
+    assert!(metric(&page, "strongroom_dynamodb_transactions_total") > 0.0);
+    assert!(metric(&page, "strongroom_dynamodb_write_units_sized_total") > 0.0);
     let logs = process.stdout.lock().unwrap().join("\n");
     for reason in ["Throttled", "Server", "Network"] {
         assert!(

@@ -86,6 +86,25 @@ fn dynamodb_table(table: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Fetches a metrics page (plain HTTP) and checks its content type.
+pub async fn scrape(url: &str) -> String {
+    let answer = reqwest::get(url).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    answer.text().await.unwrap()
+}
+
+/// The value of one series (`name` or `name{label="value"}`) in a metrics page.
+pub fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{page}"))
+}
+
 /// A server running inside the test process, on its own temporary data directory.
 #[derive(Debug)]
 pub struct Instance {
@@ -97,6 +116,8 @@ pub struct Instance {
     pub cert_pem: Vec<u8>,
     /// Mints tokens the instance trusts.
     pub tokens: Tokens,
+    /// `http://127.0.0.1:PORT/metrics`, when `metrics_listen` is set.
+    pub metrics_url: Option<String>,
     running: Option<Running>,
     // Dropped last: removes the data directory, when the instance made it.
     _dir: Option<tempfile::TempDir>,
@@ -134,6 +155,10 @@ impl Instance {
         let cert_pem = std::fs::read(&running.info.cert).unwrap();
         Instance {
             url: format!("https://{}", running.info.addr),
+            metrics_url: running
+                .info
+                .metrics_addr
+                .map(|addr| format!("http://{addr}/metrics")),
             tokens: Tokens::new(&data_dir),
             data_dir,
             cert_pem,

@@ -19,6 +19,7 @@
 //! - [`crash`]: SIGKILL under load loses nothing acknowledged and duplicates nothing.
 //! - [`shutdown`]: SIGTERM drains in-flight requests and exits 0.
 //! - [`logs`]: no token ever reaches the output; log lines are JSON with request ids.
+//! - [`metrics`]: the counters on the metrics listener follow the writes; not on the API's.
 //! - [`dynamodb`]: two stateless processes share one DynamoDB table (moto, through the real
 //!   SDK) with concurrent postings to the same accounts and keys sent to both.
 //! - With `E2E_STORE=dynamodb` (a second pass of `tests/run.sh`), the walkthrough, ledger rules,
@@ -37,6 +38,7 @@ mod harness;
 mod idempotency;
 mod ledger_rules;
 mod logs;
+mod metrics;
 mod openapi;
 mod robustness;
 mod shutdown;

@@ -40,6 +40,8 @@ use aws_sdk_dynamodb::types::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::metrics::Metric;
+
 use super::{
     Condition, Item, Key, Page, Query, Store, StoreError, StoreLimits, WriteOp, check_transaction,
 };
@@ -902,6 +904,76 @@ impl Store for DynamoStore {
         })
         .await
         .map(|_| ())
+    }
+
+    fn metrics(&self) -> Vec<Metric> {
+        const RETRIES: &str = "strongroom_dynamodb_retries_total";
+        const RETRIES_HELP: &str = "DynamoDB calls tried again, by what failed.";
+        let s = self.stats();
+        vec![
+            Metric::counter(
+                "strongroom_dynamodb_requests_total",
+                "DynamoDB calls sent, retries included.",
+                s.requests,
+            ),
+            Metric::labelled(
+                RETRIES,
+                RETRIES_HELP,
+                &[("reason", "throttled")],
+                s.retries_throttled,
+            ),
+            Metric::labelled(
+                RETRIES,
+                RETRIES_HELP,
+                &[("reason", "conflict")],
+                s.retries_conflict,
+            ),
+            Metric::labelled(
+                RETRIES,
+                RETRIES_HELP,
+                &[("reason", "server")],
+                s.retries_server,
+            ),
+            Metric::labelled(
+                RETRIES,
+                RETRIES_HELP,
+                &[("reason", "network")],
+                s.retries_network,
+            ),
+            Metric::counter(
+                "strongroom_dynamodb_gave_up_total",
+                "DynamoDB calls that failed for good after their retries.",
+                s.gave_up,
+            ),
+            Metric::counter(
+                "strongroom_dynamodb_conditions_failed_total",
+                "Transactions DynamoDB refused on a condition (another writer got there first).",
+                s.conditions_failed,
+            ),
+            Metric::counter(
+                "strongroom_dynamodb_transactions_total",
+                "TransactWriteItems calls that applied.",
+                s.transactions,
+            ),
+            Metric::counter(
+                "strongroom_dynamodb_items_written_total",
+                "Actions in the transactions that applied.",
+                s.items_written,
+            ),
+            Metric::counter(
+                "strongroom_dynamodb_write_units_sized_total",
+                "Write capacity units of the applied transactions by DynamoDB's sizing rules.",
+                s.write_units_sized,
+            ),
+            Metric {
+                value: s.write_capacity_units,
+                ..Metric::counter(
+                    "strongroom_dynamodb_consumed_write_units_total",
+                    "Write capacity units DynamoDB reported consuming (where it reports them).",
+                    0,
+                )
+            },
+        ]
     }
 }
 
