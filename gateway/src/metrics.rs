@@ -7,7 +7,6 @@
 //! serves it. It holds counts only: no tenant, account, key or amount.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -62,14 +61,12 @@ fn escape_label(text: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Binds `addr` and serves `GET /metrics` until `stop` turns true.
-pub async fn serve(
-    addr: SocketAddr,
+/// Serves `GET /metrics` on `listener` until `stop` turns true.
+pub fn serve(
+    listener: TcpListener,
     ledger: Ledger,
     mut stop: watch::Receiver<bool>,
-) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
+) -> JoinHandle<()> {
     let app = Router::new()
         .route(
             "/metrics",
@@ -81,7 +78,7 @@ pub async fn serve(
         .fallback(|| async {
             (StatusCode::NOT_FOUND, "not found: try /metrics\n").into_response()
         });
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
@@ -91,8 +88,7 @@ pub async fn serve(
         {
             tracing::error!(%error, "metrics listener failed");
         }
-    });
-    Ok((bound, task))
+    })
 }
 
 #[cfg(test)]

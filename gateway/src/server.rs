@@ -166,6 +166,19 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let tls_config = tls::server_config(&files)?;
     let fingerprint = tls::fingerprint(&tls::load_certs(&files.cert)?[0]);
     let (verifier, dev) = verifier(config)?;
+    // Both addresses first: a taken port stops the start before anything else runs.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(io(format!("listen on {}", config.listen)))?;
+    let addr = listener.local_addr().map_err(io("local address".into()))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .map_err(io(format!("metrics_listen on {at}")))?,
+        ),
+        None => None,
+    };
     let store = open_store(config).await?;
     let ledger = Ledger::start(
         store,
@@ -183,16 +196,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         body_bytes_max: config.body_bytes_max,
     });
     let app = router(state.clone(), config.body_bytes_max);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(io(format!("listen on {}", config.listen)))?;
-    let addr = listener.local_addr().map_err(io("local address".into()))?;
     let (stop, stopped) = watch::channel(false);
-    let (metrics_addr, metrics_task) = match config.metrics_listen {
-        Some(at) => {
-            let (bound, task) = crate::metrics::serve(at, ledger.clone(), stopped.clone())
-                .await
-                .map_err(io(format!("metrics_listen on {at}")))?;
+    let (metrics_addr, metrics_task) = match metrics_listener {
+        Some(listener) => {
+            let bound = listener
+                .local_addr()
+                .map_err(io("metrics local address".into()))?;
+            let task = crate::metrics::serve(listener, ledger.clone(), stopped.clone());
             (Some(bound), Some(task))
         }
         None => (None, None),

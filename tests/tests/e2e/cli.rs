@@ -125,6 +125,20 @@ async fn a_busy_port_is_an_error_not_a_configuration_problem() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("listen on"), "{stderr}");
+
+    // The metrics listener's port too, and before the ledger opens its store.
+    let output = program(
+        &["serve"],
+        &[
+            ("data_dir", &other.path().display().to_string()),
+            ("listen", "127.0.0.1:0"),
+            ("metrics_listen", &addr),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("metrics_listen on"), "{stderr}");
+    assert!(!other.path().join("ledger.db").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
