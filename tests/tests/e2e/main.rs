@@ -23,7 +23,7 @@
 //! - [`dynamodb`]: two stateless processes share one DynamoDB table (moto, through the real
 //!   SDK) with concurrent postings to the same accounts and keys sent to both.
 //! - With `E2E_STORE=dynamodb` (a second pass of `tests/run.sh`), the walkthrough, ledger rules,
-//!   idempotency and tenancy suites run with every instance on DynamoDB.
+//!   idempotency, tenancy and metrics suites run with every instance on DynamoDB.
 //! - [`architecture`]: the crate dependency invariants, from `cargo metadata`.
 
 #![allow(clippy::unwrap_used)]

@@ -910,36 +910,17 @@ impl Store for DynamoStore {
         const RETRIES: &str = "strongroom_dynamodb_retries_total";
         const RETRIES_HELP: &str = "DynamoDB calls tried again, by what failed.";
         let s = self.stats();
+        let retries = |labels, count| Metric::labelled(RETRIES, RETRIES_HELP, labels, count);
         vec![
             Metric::counter(
                 "strongroom_dynamodb_requests_total",
                 "DynamoDB calls sent, retries included.",
                 s.requests,
             ),
-            Metric::labelled(
-                RETRIES,
-                RETRIES_HELP,
-                &[("reason", "throttled")],
-                s.retries_throttled,
-            ),
-            Metric::labelled(
-                RETRIES,
-                RETRIES_HELP,
-                &[("reason", "conflict")],
-                s.retries_conflict,
-            ),
-            Metric::labelled(
-                RETRIES,
-                RETRIES_HELP,
-                &[("reason", "server")],
-                s.retries_server,
-            ),
-            Metric::labelled(
-                RETRIES,
-                RETRIES_HELP,
-                &[("reason", "network")],
-                s.retries_network,
-            ),
+            retries(&[("reason", "throttled")], s.retries_throttled),
+            retries(&[("reason", "conflict")], s.retries_conflict),
+            retries(&[("reason", "server")], s.retries_server),
+            retries(&[("reason", "network")], s.retries_network),
             Metric::counter(
                 "strongroom_dynamodb_gave_up_total",
                 "DynamoDB calls that failed for good after their retries.",
