@@ -16,10 +16,18 @@ use crate::store::Item;
 /// Format byte of postcard bodies with the record shapes of this build.
 pub const FORMAT_POSTCARD_V1: u8 = 1;
 
+/// Format byte of an account's entry pages (postcard), see [`crate::history`].
+pub const FORMAT_ENTRY_PAGE_V1: u8 = 2;
+
 /// Encodes a record.
 pub fn encode<T: Serialize + ?Sized>(record: &T) -> Vec<u8> {
+    encode_as(FORMAT_POSTCARD_V1, record)
+}
+
+/// Encodes a record in a postcard format with its own format byte.
+pub fn encode_as<T: Serialize + ?Sized>(format: u8, record: &T) -> Vec<u8> {
     let mut body = Vec::with_capacity(128);
-    body.push(FORMAT_POSTCARD_V1);
+    body.push(format);
     // Serializing our own plain data types into a Vec cannot fail (no I/O, no unsupported
     // types); were it ever to, the empty body makes `decode` report the item as corrupt.
     postcard::to_extend(record, body).unwrap_or_default()
@@ -27,8 +35,13 @@ pub fn encode<T: Serialize + ?Sized>(record: &T) -> Vec<u8> {
 
 /// Decodes a record, naming the item when it cannot.
 pub fn decode<T: DeserializeOwned>(item: &Item) -> Result<T, Error> {
+    decode_as(FORMAT_POSTCARD_V1, item)
+}
+
+/// Decodes a record of a postcard format with its own format byte; any other byte is corrupt.
+pub fn decode_as<T: DeserializeOwned>(format: u8, item: &Item) -> Result<T, Error> {
     match item.body.split_first() {
-        Some((&FORMAT_POSTCARD_V1, bytes)) => postcard::from_bytes(bytes)
+        Some((&f, bytes)) if f == format => postcard::from_bytes(bytes)
             .map_err(|e| Error::Corrupt(format!("item {:?}: {e}", item.key))),
         Some((format, _)) => Err(Error::Corrupt(format!(
             "item {:?}: unknown format {format}",

@@ -3,7 +3,7 @@
 //! | record | partition key | sort key |
 //! |---|---|---|
 //! | account head | `T#{tenant}#A#{account}` | `HEAD` |
-//! | account entry | `T#{tenant}#A#{account}` | `E#{at_us:020}#{seq:020}` |
+//! | account entry page | `T#{tenant}#A#{account}` | `E#{at_us:020}#{first_seq:020}` |
 //! | account list | `T#{tenant}#ACCOUNTS` | `{account}` |
 //! | external reference | `T#{tenant}#REF` | `{external_ref}` |
 //! | transfer | `T#{tenant}#TRANSFERS` | `{transfer}` |
@@ -59,7 +59,8 @@ pub fn account(tenant: &TenantId, account: &AccountId) -> Key {
     Key::new(account_partition(tenant, account), HEAD)
 }
 
-/// One entry of an account's history.
+/// The item holding an account's entry `seq` at `at` and those after it that the same
+/// transaction made (an entry page, see `history`): the page is keyed by its first entry.
 pub fn entry(tenant: &TenantId, account: &AccountId, at: Timestamp, seq: u64) -> Key {
     let sk = match u64::try_from(at.micros()) {
         Ok(micros) => {

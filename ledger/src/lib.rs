@@ -20,6 +20,7 @@ pub mod command;
 mod commit;
 pub mod cursor;
 pub mod error;
+mod history;
 pub mod ids;
 pub mod layout;
 pub mod limits;

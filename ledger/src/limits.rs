@@ -32,6 +32,13 @@ pub const LEGS_MAX: usize = 64;
 /// Most transfers in one batch request.
 pub const BATCH_TRANSFERS_MAX: usize = 1000;
 
+/// Most entries in one stored entry page (the entries one transaction writes on one account,
+/// see `history`); a transaction with more writes several pages. At under 100 bytes an entry, a
+/// page stays far below DynamoDB's 400 KB item limit.
+pub const ENTRY_PAGE_LEN_MAX: usize = 256;
+/// Most entry pages a history listing reads from the store at a time.
+pub const HISTORY_ITEMS_PER_READ: usize = 64;
+
 /// Default page size of every list.
 pub const PAGE_LEN_DEFAULT: usize = 50;
 /// Largest page size a client may ask for.

@@ -19,6 +19,7 @@ use crate::account::{Account, AccountStatus, Balances, NewAccount, Side, StatusA
 use crate::codec::{decode, encode};
 use crate::command::{BatchMode, Command, Committed, IdempotencyRecord, Op, Outcome};
 use crate::error::{BatchFailure, Error, Rejection};
+use crate::history;
 use crate::ids::{AccountId, IdGen, TenantId, TransferId};
 use crate::layout;
 use crate::limits::BATCH_TRANSFERS_MAX;
@@ -56,11 +57,6 @@ impl From<Rejection> for Fail {
 enum Pending {
     /// Create; must not exist.
     Insert(Vec<u8>),
-    /// Create an item whose key holds a counter of an item the same transaction writes under a
-    /// version condition (an account's entry sequence): that condition already rules out a
-    /// second writer of the key, so the item is written without a condition of its own, and the
-    /// store does not look it up first.
-    Append(Vec<u8>),
     /// Create or replace.
     Upsert(Vec<u8>),
     /// Remove.
@@ -92,6 +88,7 @@ struct Layer {
     accounts: Map<Key, Account>,
     transfers: Map<Key, Transfer>,
     writes: Vec<(Key, Pending)>,
+    entries: Vec<(TenantId, Entry)>,
 }
 
 /// Executes commands against a snapshot; see the module docs.
@@ -105,6 +102,8 @@ pub(crate) struct Planner<'a> {
     /// Balances of the account heads as read, for the final balance check.
     read_balances: Map<Key, Balances>,
     writes: BTreeMap<Key, Pending>,
+    /// Entries made by completed commands, in order; written as pages ([`history::pages`]).
+    entries: Vec<(TenantId, Entry)>,
     layers: Vec<Layer>,
 }
 
@@ -190,6 +189,7 @@ impl<'a> Planner<'a> {
             idempotency: Map::default(),
             read_balances: Map::default(),
             writes: BTreeMap::new(),
+            entries: Vec::new(),
             layers: Vec::new(),
         }
     }
@@ -275,6 +275,20 @@ impl<'a> Planner<'a> {
                 Condition::None,
             ));
         }
+        // An account's entries go in pages keyed by a sequence number of the account, whose head
+        // this same transaction writes under a version condition: that condition already rules
+        // out a second writer of the key, so a page is written without a condition of its own,
+        // and the store does not look it up first.
+        for (key, body) in history::pages(self.entries) {
+            ops.push(WriteOp::Put {
+                item: Item {
+                    key,
+                    version: 1,
+                    body,
+                },
+                condition: Condition::None,
+            });
+        }
         for (key, pending) in self.writes {
             ops.push(match pending {
                 Pending::Insert(body) => WriteOp::Put {
@@ -285,7 +299,7 @@ impl<'a> Planner<'a> {
                     },
                     condition: Condition::NotExists,
                 },
-                Pending::Upsert(body) | Pending::Append(body) => WriteOp::Put {
+                Pending::Upsert(body) => WriteOp::Put {
                     item: Item {
                         key,
                         version: 1,
@@ -869,10 +883,6 @@ impl<'a> Planner<'a> {
         self.top().writes.push((key, Pending::Insert(body)));
     }
 
-    fn append(&mut self, key: Key, body: Vec<u8>) {
-        self.top().writes.push((key, Pending::Append(body)));
-    }
-
     fn put_account(&mut self, tenant: &TenantId, account: Account) {
         let key = layout::account(tenant, &account.id);
         self.top().accounts.insert(key, account);
@@ -910,10 +920,7 @@ impl<'a> Planner<'a> {
             balances: account.balances,
             at,
         };
-        self.append(
-            layout::entry(tenant, &account.id, at, entry.seq),
-            encode(&entry),
-        );
+        self.top().entries.push((tenant.clone(), entry));
     }
 
     /// Folds the top layer into the one below, or into the batch when it is the last.
@@ -925,6 +932,7 @@ impl<'a> Planner<'a> {
             below.accounts.extend(layer.accounts);
             below.transfers.extend(layer.transfers);
             below.writes.extend(layer.writes);
+            below.entries.extend(layer.entries);
             return;
         }
         for (key, account) in layer.accounts {
@@ -940,6 +948,7 @@ impl<'a> Planner<'a> {
         for (key, pending) in layer.writes {
             merge(&mut self.writes, key, pending);
         }
+        self.entries.extend(layer.entries);
     }
 }
 

@@ -16,9 +16,13 @@ use crate::command::{BatchMode, Command, Committed, Op, Outcome};
 use crate::commit::{CommitConfig, CommitStats, Committer, Message};
 use crate::cursor::CursorKey;
 use crate::error::{Error, Rejection, Result};
+use crate::history;
 use crate::ids::{AccountId, IdGen, IdempotencyKey, TenantId, TransferId};
 use crate::layout;
-use crate::limits::{HOLD_EXPIRY_SHARDS, HOLD_SWEEP_BATCH_MAX, PAGE_LEN_DEFAULT, PAGE_LEN_MAX};
+use crate::limits::{
+    HISTORY_ITEMS_PER_READ, HOLD_EXPIRY_SHARDS, HOLD_SWEEP_BATCH_MAX, PAGE_LEN_DEFAULT,
+    PAGE_LEN_MAX,
+};
 use crate::metrics::Metric;
 use crate::money::Amount;
 use crate::store::{Condition, Item, Query, Store, StoreError, WriteOp};
@@ -493,14 +497,67 @@ impl Ledger {
         let current = self.get_account(tenant, account).await?;
         let base = layout::entries(tenant, account, 1);
         let cursors = self.cursor_key().await?;
-        let mut query = list_query(base.pk, "E#", &page, cursors)?;
-        query.from = base.from;
-        query.to = base.to;
-        let found = self.store()?.query(query.clone()).await?;
-        let items = found.items.iter().map(decode).collect::<Result<_>>()?;
+        // Limit and cursor are checked as in every listing; the cursor holds a history position.
+        let listed = list_query(base.pk, "E#", &page, cursors)?;
+        let limit = listed.limit;
+        let position = listed
+            .after
+            .as_deref()
+            .map(|sk| history::Position::parse(sk).ok_or(Error::InvalidCursor))
+            .transpose()?;
+        let mut query = Query {
+            after: None,
+            from: base.from,
+            to: base.to,
+            ..listed
+        };
+        // Pages are stored in entry order, so the page holding the position is the first one
+        // read, and only its entries up to the position are skipped.
+        if let Some(p) = &position {
+            if page.descending {
+                query.to = p.page.clone();
+            } else {
+                query.from = p.page.clone();
+            }
+        }
+        let past = |e: &Entry| match &position {
+            None => true,
+            Some(p) if page.descending => e.seq < p.seq,
+            Some(p) => e.seq > p.seq,
+        };
+        // One entry more than the page, to know whether another follows; each item read holds
+        // at least one entry, the first perhaps none past the position.
+        let mut entries: Vec<(usize, Entry)> = Vec::new();
+        let mut page_keys: Vec<String> = Vec::new();
+        loop {
+            query.limit = (limit + 2 - entries.len()).min(HISTORY_ITEMS_PER_READ);
+            let found = self.store()?.query(query.clone()).await?;
+            for item in &found.items {
+                let mut held = history::decode(item)?;
+                if page.descending {
+                    held.reverse();
+                }
+                let at = page_keys.len();
+                page_keys.push(item.key.sk.clone());
+                entries.extend(held.into_iter().filter(past).map(|e| (at, e)));
+            }
+            match found.next {
+                Some(next) if entries.len() <= limit => query.after = Some(next),
+                _ => break,
+            }
+        }
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next_cursor = match entries.last() {
+            Some((at, e)) if more => {
+                let position = history::Position::new(&page_keys[*at], e.seq);
+                Some(cursors.encode(&query.pk, &position.to_sort_key()))
+            }
+            _ => None,
+        };
         let listing = Listing {
-            items,
-            next_cursor: found.next.map(|sk| cursors.encode(&query.pk, &sk)),
+            items: entries.into_iter().map(|(_, e)| e).collect(),
+            next_cursor,
         };
         Ok((current, listing))
     }
@@ -516,7 +573,11 @@ impl Ledger {
         let mut query = layout::entries_until(tenant, account, at, 1);
         query.descending = true;
         let found = self.store()?.query(query).await?;
-        let last: Option<Entry> = found.items.first().map(decode).transpose()?;
+        // The last page at or before `at`; its entries share its instant, the last is the latest.
+        let last: Option<Entry> = match found.items.first() {
+            Some(item) => history::decode(item)?.pop(),
+            None => None,
+        };
         Ok(BalanceAt {
             account: current,
             at,

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ledger::store::Store;
 use ledger::store::sqlite::SqliteStore;
 use ledger::{
     Account, AccountId, Amount, BalanceConstraint, BalancedLegs, Balances, BatchFailure,
@@ -52,10 +53,23 @@ impl Harness {
 
     /// Starts a ledger on a new database file with these group commit bounds.
     pub fn start_with(commit: CommitConfig) -> Harness {
+        Harness::start_on(commit, |store| Arc::new(store))
+    }
+
+    /// Starts a ledger on a new database file, whose store `wrap` may wrap (to watch the calls).
+    pub fn start_on(
+        commit: CommitConfig,
+        wrap: impl FnOnce(SqliteStore) -> Arc<dyn Store>,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.db");
         let clock = ManualClock::new(Timestamp::from_micros(START_US));
-        let ledger = open_with(&path, &clock, commit);
+        let config = LedgerConfig {
+            commit,
+            hold_sweep_interval: None,
+        };
+        let store = wrap(SqliteStore::open(&path).unwrap());
+        let ledger = Ledger::start(store, Arc::new(clock.clone()), config);
         Harness {
             ledger,
             clock,

@@ -9,6 +9,7 @@ mod group_commit;
 mod history;
 mod holds;
 mod idempotency;
+mod items;
 mod restart;
 mod reversals;
 mod tenancy;

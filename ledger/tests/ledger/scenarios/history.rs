@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use ledger::{AccountId, Balances, Entry, EntryKind, PageRequest, Side, Timestamp};
+use ledger::{AccountId, Balances, BatchMode, Entry, EntryKind, PageRequest, Side, Timestamp};
 
-use crate::{Harness, amount, bal, tenant, usd};
+use crate::{Harness, amount, bal, fresh, plain, tenant, usd};
 
 /// Walks an account's entries with pages of `limit`, returning the sequence numbers page by page.
 async fn seq_pages(
@@ -159,4 +159,71 @@ async fn balance_at_an_instant() {
     check(t2, bal(0, 150, 30, 0), 3).await;
     check(h.now(), bal(0, 150, 30, 0), 3).await;
     check(Timestamp::EPOCH, bal(0, 0, 0, 0), 0).await;
+}
+
+#[tokio::test]
+async fn pages_of_history_cut_through_a_batchs_entries_the_same_both_ways() {
+    let h = Harness::start();
+    let acme = tenant("acme");
+    let cash = h.cash(&acme, usd()).await;
+    let shop = h.merchant(&acme, usd()).await;
+    // Single transfers, then batches: a batch's entries on one account are stored together,
+    // and pages of the listing must cut through them anywhere.
+    let mut amounts = Vec::new();
+    h.transfer(&acme, cash, shop, 1, usd()).await.unwrap();
+    amounts.push(1);
+    for size in [5u64, 1, 3] {
+        let items = (0..size)
+            .map(|i| plain(cash, shop, 10 * size + i, usd()))
+            .collect();
+        fresh(
+            h.ledger
+                .create_batch(&acme, h.key(), BatchMode::Atomic, items)
+                .await,
+        );
+        amounts.extend((0..size).map(|i| 10 * size + i));
+        h.clock.advance(Duration::from_millis(1));
+    }
+    h.transfer(&acme, cash, shop, 2, usd()).await.unwrap();
+    amounts.push(2);
+    let total = amounts.len() as u64;
+    let all: Vec<u64> = (1..=total).collect();
+
+    let listed = h
+        .ledger
+        .entries(&acme, &shop, PageRequest::default())
+        .await
+        .unwrap();
+    let got: Vec<u64> = listed.items.iter().map(|e| e.amount).collect();
+    assert_eq!(got, amounts);
+    let mut running = 0u128;
+    for (i, e) in listed.items.iter().enumerate() {
+        running += u128::from(e.amount);
+        assert_eq!(e.seq, i as u64 + 1);
+        assert_eq!(e.balances, bal(0, running, 0, 0));
+    }
+
+    for limit in 1..=total as usize + 1 {
+        for descending in [false, true] {
+            let pages = seq_pages(&h, shop, limit, descending).await;
+            let (last, full) = pages.split_last().expect("a page");
+            assert!(full.iter().all(|p| p.len() == limit), "limit {limit}");
+            assert!(!last.is_empty() && last.len() <= limit, "limit {limit}");
+            let mut want = all.clone();
+            if descending {
+                want.reverse();
+            }
+            assert_eq!(
+                pages.concat(),
+                want,
+                "limit {limit} descending {descending}"
+            );
+        }
+    }
+
+    // As of the instant of the five-transfer batch: the last of its entries.
+    let in_batch = listed.items[3].at;
+    let found = h.ledger.balance_at(&acme, &shop, in_batch).await.unwrap();
+    assert_eq!(found.entry_seq, 6);
+    assert_eq!(found.balances, listed.items[5].balances);
 }
