@@ -1,5 +1,7 @@
 //! Commands the committer executes, and what they produce.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -8,10 +10,11 @@ use crate::account::{Account, NewAccount, StatusAction};
 use crate::error::Rejection;
 use crate::ids::{AccountId, IdempotencyKey, TenantId, TransferId};
 use crate::layout;
+use crate::limits::ENTRY_PAGE_LEN_MAX;
 use crate::money::Amount;
-use crate::store::Key;
+use crate::store::{Key, KeyHasher};
 use crate::time::Timestamp;
-use crate::transfer::{NewTransfer, Transfer};
+use crate::transfer::{Leg, NewTransfer, Transfer};
 
 /// How a batch treats a failing transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,35 +59,43 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    /// An upper bound on the store items the op writes, so that a batch stays within the
-    /// store's transaction limit. Account heads count once per leg although a batch merges them.
-    pub(crate) fn items_max(&self) -> usize {
+    /// An upper bound on the store items the op writes apart from account heads and entry
+    /// pages of the accounts its legs name, which [`ItemBudget`] counts once per batch. For ops
+    /// whose accounts are known only once their transfer is read (post, void, expiry, reversal),
+    /// their heads and pages are in here. `store_max` is the store's transaction limit: a
+    /// reversal writes as many items as the transfer it reverses did (a head and an entry page
+    /// per account, the new transfer and the original), and that transfer was written within
+    /// the same limit, so its bound is the limit at most.
+    fn items_besides_legs(&self, store_max: usize) -> usize {
         const IDEMPOTENCY: usize = 1;
-        // Head and entry per leg, the transfer, its hold-expiry row.
-        let transfer = |t: &NewTransfer| 2 * t.legs().len() + 2;
-        IDEMPOTENCY
+        // The transfer and, for a hold, its hold-expiry row.
+        let transfer = |t: &NewTransfer| 1 + usize::from(t.hold_timeout_s.is_some());
+        let items = IDEMPOTENCY
             + match self {
                 // Head, list row, external reference, tenant registry.
                 Op::CreateAccount(_) => 4,
                 Op::SetStatus { .. } => 1,
                 Op::Transfer(t) => transfer(t),
                 Op::Batch { transfers, .. } => transfers.iter().map(transfer).sum(),
-                // Two heads, two entries, the transfer, its expiry row.
+                // Two heads, two entry pages, the transfer, its expiry row.
                 Op::Post { .. } | Op::Void { .. } | Op::ExpireHold { .. } => 6,
-                // Up to LEGS_MAX heads and entries, the new transfer and the original.
+                // Up to LEGS_MAX heads and entry pages, the new transfer and the original.
                 Op::Reverse { .. } => 2 * crate::limits::LEGS_MAX + 2,
-            }
+            };
+        match self {
+            Op::Reverse { .. } => items.min(store_max),
+            _ => items,
+        }
     }
 
-    /// [`Op::items_max`] for a store whose transactions hold at most `store_max` items. A
-    /// reversal writes as many items as the transfer it reverses did (a head and an entry per
-    /// leg, the new transfer and the original, where the original wrote its hold-expiry row),
-    /// and that transfer was written within the same limit, so its bound is the limit at most.
-    pub(crate) fn items_max_within(&self, store_max: usize) -> usize {
-        match self {
-            Op::Reverse { .. } => self.items_max().min(store_max),
-            _ => self.items_max(),
-        }
+    /// The legs whose accounts the op writes (head and entries), where the op names them.
+    fn legs(&self) -> impl Iterator<Item = &Leg> {
+        let (one, many): (Option<&NewTransfer>, &[NewTransfer]) = match self {
+            Op::Transfer(t) => (Some(t), &[]),
+            Op::Batch { transfers, .. } => (None, transfers),
+            _ => (None, &[]),
+        };
+        one.into_iter().chain(many).flat_map(|t| t.legs().iter())
     }
 
     /// A digest of the op: the same key with another op is refused. SHA-256 over a domain
@@ -142,5 +153,70 @@ impl Command {
         self.key
             .as_ref()
             .map(|k| layout::idempotency(&self.tenant, k))
+    }
+}
+
+/// An upper bound on the store items a batch of commands writes, kept as commands join it, so
+/// that the batch stays within the store's transaction limit. The planner writes an account's
+/// head once per batch, and its entries in pages of up to [`ENTRY_PAGE_LEN_MAX`], so each
+/// account the batch's legs name counts two items (head and page) however many legs name it,
+/// plus a page for every [`ENTRY_PAGE_LEN_MAX`] legs; everything else counts per command.
+#[derive(Debug, Default)]
+pub(crate) struct ItemBudget {
+    others: usize,
+    accounts: HashMap<TenantId, HashSet<AccountId, KeyHasher>>,
+    account_count: usize,
+    legs: usize,
+}
+
+/// What one command adds to an [`ItemBudget`].
+pub(crate) struct ItemCost<'a> {
+    others: usize,
+    tenant: &'a TenantId,
+    new_accounts: Vec<AccountId>,
+    legs: usize,
+}
+
+impl ItemBudget {
+    fn bound(&self, others: usize, accounts: usize, legs: usize) -> usize {
+        let pages_beyond_one = (self.legs + legs) / ENTRY_PAGE_LEN_MAX;
+        (self.others + others) + 2 * (self.account_count + accounts) + pages_beyond_one
+    }
+
+    /// What `command` would add, on a store with transactions of at most `store_max` items.
+    pub fn cost<'a>(&self, command: &'a Command, store_max: usize) -> ItemCost<'a> {
+        let known = self.accounts.get(&command.tenant);
+        let mut new_accounts: Vec<AccountId> = Vec::new();
+        let mut legs = 0;
+        for leg in command.op.legs() {
+            legs += 1;
+            if !known.is_some_and(|k| k.contains(&leg.account))
+                && !new_accounts.contains(&leg.account)
+            {
+                new_accounts.push(leg.account);
+            }
+        }
+        ItemCost {
+            others: command.op.items_besides_legs(store_max),
+            tenant: &command.tenant,
+            new_accounts,
+            legs,
+        }
+    }
+
+    /// The bound on the items of the batch with `cost` added.
+    pub fn with(&self, cost: &ItemCost<'_>) -> usize {
+        self.bound(cost.others, cost.new_accounts.len(), cost.legs)
+    }
+
+    /// Adds a command's cost.
+    pub fn add(&mut self, cost: ItemCost<'_>) {
+        self.others += cost.others;
+        self.legs += cost.legs;
+        self.account_count += cost.new_accounts.len();
+        self.accounts
+            .entry(cost.tenant.clone())
+            .or_default()
+            .extend(cost.new_accounts);
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::command::{Command, Committed, Outcome};
+use crate::command::{Command, Committed, ItemBudget, Outcome};
 use crate::error::{Error, Rejection};
 use crate::ids::IdGen;
 use crate::limits::{
@@ -219,7 +219,8 @@ impl Committer {
         reply: oneshot::Sender<Reply>,
     ) -> Vec<(Command, oneshot::Sender<Reply>)> {
         let items_max = self.store.limits().transaction_items_max;
-        let mut items = cmd.op.items_max_within(items_max);
+        let mut budget = ItemBudget::default();
+        budget.add(budget.cost(&cmd, items_max));
         let mut batch = vec![(cmd, reply)];
         let deadline = tokio::time::Instant::now() + self.config.wait;
         while batch.len() < self.config.batch_len_max {
@@ -234,10 +235,13 @@ impl Committer {
                 Err(_) => break,
             };
             match next {
-                Message::Execute(cmd, reply)
-                    if items + cmd.op.items_max_within(items_max) <= items_max =>
-                {
-                    items += cmd.op.items_max_within(items_max);
+                Message::Execute(cmd, reply) => {
+                    let cost = budget.cost(&cmd, items_max);
+                    if budget.with(&cost) > items_max {
+                        self.carry = Some(Message::Execute(cmd, reply));
+                        break;
+                    }
+                    budget.add(cost);
                     batch.push((cmd, reply));
                 }
                 other => {
@@ -261,7 +265,8 @@ impl Committer {
             if reply.is_closed() {
                 continue; // the client left before anything was decided: nothing to acknowledge
             }
-            let items = cmd.op.items_max_within(items_max);
+            let alone = ItemBudget::default();
+            let items = alone.with(&alone.cost(&cmd, items_max));
             if items > items_max {
                 let _ = reply.send(Err(Rejection::TooLarge {
                     items,

@@ -10,22 +10,47 @@ use ledger::store::sqlite::SqliteStore;
 use ledger::store::{Item, Key, Page, Query, Store, StoreError, StoreLimits, WriteOp};
 use ledger::{BatchMode, CommitConfig};
 
-use crate::{Harness, fresh, plain, tenant, usd};
+use ledger::Rejection;
 
-/// A store that remembers the keys of every transaction it is given.
+use crate::{Failure, Harness, failure, fresh, pending, plain, tenant, usd};
+
+/// A store that remembers the keys of every transaction it is given and, when `items_max` is
+/// set, refuses larger transactions as DynamoDB does.
 #[derive(Debug)]
 struct Recording {
     inner: SqliteStore,
     transactions: Arc<Mutex<Vec<Vec<Key>>>>,
+    items_max: Option<usize>,
+}
+
+/// A harness whose store records its transactions, and those transactions.
+fn recorded(items_max: Option<usize>) -> (Harness, Arc<Mutex<Vec<Vec<Key>>>>) {
+    let transactions = Arc::new(Mutex::new(Vec::new()));
+    let seen = transactions.clone();
+    let h = Harness::start_on(CommitConfig::default(), move |inner| {
+        Arc::new(Recording {
+            inner,
+            transactions: seen,
+            items_max,
+        })
+    });
+    (h, transactions)
 }
 
 #[async_trait]
 impl Store for Recording {
     fn limits(&self) -> StoreLimits {
-        self.inner.limits()
+        let mut limits = self.inner.limits();
+        if let Some(max) = self.items_max {
+            limits.transaction_items_max = max;
+        }
+        limits
     }
 
     async fn transact_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        if self.items_max.is_some_and(|max| ops.len() > max) {
+            return Err(StoreError::Invalid(format!("{} actions", ops.len())));
+        }
         let keys = ops.iter().map(|op| op.key().clone()).collect();
         self.transactions.lock().unwrap().push(keys);
         self.inner.transact_write(ops).await
@@ -46,14 +71,7 @@ impl Store for Recording {
 
 #[tokio::test]
 async fn a_batch_writes_one_entry_page_per_account_it_touches() {
-    let transactions = Arc::new(Mutex::new(Vec::new()));
-    let seen = transactions.clone();
-    let h = Harness::start_on(CommitConfig::default(), move |inner| {
-        Arc::new(Recording {
-            inner,
-            transactions: seen,
-        })
-    });
+    let (h, transactions) = recorded(None);
     let acme = tenant("acme");
     let cash = h.cash(&acme, usd()).await;
     let shop = h.merchant(&acme, usd()).await;
@@ -95,4 +113,97 @@ async fn a_batch_writes_one_entry_page_per_account_it_touches() {
         .unwrap();
     let amounts: Vec<u64> = history.items.iter().map(|e| e.amount).collect();
     assert_eq!(amounts, (1..=11).collect::<Vec<u64>>());
+}
+
+/// DynamoDB's limit: 100 actions in a transaction.
+const DYNAMODB_ACTIONS: usize = 100;
+
+#[tokio::test]
+async fn a_batch_fits_a_100_item_store_by_the_accounts_it_names_not_its_legs() {
+    let (h, transactions) = recorded(Some(DYNAMODB_ACTIONS));
+    let acme = tenant("acme");
+    let mut accounts = Vec::new();
+    for _ in 0..40 {
+        accounts.push(h.cash(&acme, usd()).await);
+    }
+    let before = transactions.lock().unwrap().len();
+    let batch = |pairs: Vec<(usize, usize)>| {
+        pairs
+            .into_iter()
+            .map(|(d, c)| plain(accounts[d], accounts[c], 1, usd()))
+            .collect::<Vec<_>>()
+    };
+
+    // 40 transfers among 10 accounts: key 1 + 40 transfers + 10 heads + 10 pages = 61 items,
+    // where counting a head and an entry per leg would make it 201.
+    let hot = batch((0..40).map(|i| (i % 10, (i + 1) % 10)).collect());
+    let created = fresh(
+        h.ledger
+            .create_batch(&acme, h.key(), BatchMode::Atomic, hot)
+            .await,
+    );
+    assert_eq!(created.len(), 40);
+    // 24 transfers over 48 distinct accounts would be 1 + 24 + 96 = 121; 19 over 38: 96.
+    let spread = batch((0..19).map(|i| (i, i + 19)).collect());
+    let created = fresh(
+        h.ledger
+            .create_batch(&acme, h.key(), BatchMode::Atomic, spread)
+            .await,
+    );
+    assert_eq!(created.len(), 19);
+    let sizes: Vec<usize> = transactions.lock().unwrap()[before..]
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(sizes, vec![61, 96]);
+
+    // 20 transfers over 40 accounts: 1 + 20 + 80 = 101, one too many: refused, nothing written.
+    let too_many = batch((0..20).map(|i| (i, i + 20)).collect());
+    let refused = h
+        .ledger
+        .create_batch(&acme, h.key(), BatchMode::Atomic, too_many)
+        .await;
+    assert_eq!(
+        failure(refused),
+        Failure::Rejected(Rejection::TooLarge {
+            items: 101,
+            max: DYNAMODB_ACTIONS
+        })
+    );
+    assert_eq!(transactions.lock().unwrap().len(), before + 2);
+}
+
+#[tokio::test]
+async fn concurrent_transfers_share_transactions_within_100_items() {
+    let (h, transactions) = recorded(Some(DYNAMODB_ACTIONS));
+    let acme = tenant("acme");
+    let mut accounts = Vec::new();
+    for _ in 0..10 {
+        accounts.push(h.cash(&acme, usd()).await);
+    }
+    let before = transactions.lock().unwrap().len();
+    // Many requests at once, each on two of ten accounts, some of them holds.
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..300u64 {
+        let (ledger, key, acme) = (h.ledger.clone(), h.key(), acme.clone());
+        let (d, c) = (
+            accounts[(i % 10) as usize],
+            accounts[((i + 3) % 10) as usize],
+        );
+        let new = if i % 7 == 0 {
+            pending(d, c, 1, usd(), 60)
+        } else {
+            plain(d, c, 1, usd())
+        };
+        calls.spawn(async move { ledger.create_transfer(&acme, key, new).await });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let written = transactions.lock().unwrap()[before..].to_vec();
+    assert!(written.iter().all(|t| t.len() <= DYNAMODB_ACTIONS));
+    let items: usize = written.iter().map(Vec::len).sum();
+    // Each transfer: its key, itself, a hold its expiry row; heads and pages once per batch.
+    let floor = 300 * 2 + 300_usize.div_ceil(7);
+    assert!(items >= floor && items <= floor + 20 * written.len());
 }
