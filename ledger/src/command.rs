@@ -173,7 +173,7 @@ pub(crate) struct ItemBudget {
 pub(crate) struct ItemCost<'a> {
     others: usize,
     tenant: &'a TenantId,
-    new_accounts: Vec<AccountId>,
+    new_accounts: HashSet<AccountId, KeyHasher>,
     legs: usize,
 }
 
@@ -186,14 +186,12 @@ impl ItemBudget {
     /// What `command` would add, on a store with transactions of at most `store_max` items.
     pub fn cost<'a>(&self, command: &'a Command, store_max: usize) -> ItemCost<'a> {
         let known = self.accounts.get(&command.tenant);
-        let mut new_accounts: Vec<AccountId> = Vec::new();
+        let mut new_accounts: HashSet<AccountId, KeyHasher> = HashSet::default();
         let mut legs = 0;
         for leg in command.op.legs() {
             legs += 1;
-            if !known.is_some_and(|k| k.contains(&leg.account))
-                && !new_accounts.contains(&leg.account)
-            {
-                new_accounts.push(leg.account);
+            if !known.is_some_and(|k| k.contains(&leg.account)) {
+                new_accounts.insert(leg.account);
             }
         }
         ItemCost {
