@@ -121,6 +121,58 @@ async fn faults_between_the_sdk_and_dynamodb_lose_nothing_and_double_nothing() {
     stop(vec![process]).await;
 }
 
+/// One DynamoDB transaction holds 100 writes: a request fits by the accounts it names (a head
+/// and an entry page each), not by its legs, and one that cannot fit is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_fits_one_transaction_by_the_accounts_it_names() {
+    let settings = dynamodb_settings();
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let process = Process::spawn(dir.path(), &settings);
+    let api = process.api("acme");
+    let mut accounts = Vec::new();
+    for _ in 0..40 {
+        accounts.push(api.account("USD", "debit", "none").await);
+    }
+    let batch = |pairs: Vec<(usize, usize)>| {
+        let transfers: Vec<Value> = pairs
+            .into_iter()
+            .map(|(d, c)| transfer_body(&accounts[d], &accounts[c], 7, "USD"))
+            .collect();
+        json!({ "transfers": transfers })
+    };
+    // 19 transfers between 38 accounts: 1 key + 19 transfers + 38 heads + 38 pages = 96.
+    let spread = batch((0..19).map(|i| (i, i + 19)).collect());
+    api.post("/v1/transfers/batch", &unique_key("fits"), &spread)
+        .await
+        .expect(201);
+    // 20 between 40: 101, refused whole.
+    let over = batch((0..20).map(|i| (i, i + 20)).collect());
+    let refused = api
+        .post("/v1/transfers/batch", &unique_key("over"), &over)
+        .await;
+    refused.expect_problem(422, "too-large");
+    assert_eq!(
+        (refused.json["items"].clone(), refused.json["max"].clone()),
+        (json!(101), json!(100))
+    );
+    assert_eq!(
+        api.list_all("/v1/transfers").await.len(),
+        19,
+        "nothing posts"
+    );
+    // 40 among 10 accounts: 1 + 40 + 10 + 10 = 61, where a head and an entry per leg would be 201.
+    let hot = batch((0..40).map(|i| (i % 10, (i + 1) % 10)).collect());
+    api.post("/v1/transfers/batch", &unique_key("hot"), &hot)
+        .await
+        .expect(201);
+    assert_eq!(api.list_all("/v1/transfers").await.len(), 59);
+    let first = api.get_account(&accounts[0]).await;
+    assert_eq!(first["entry_count"], json!(1 + 8));
+    api.assert_balanced().await;
+    stop(vec![process]).await;
+}
+
 async fn open_accounts(api: &Api) -> Vec<String> {
     let mut accounts = Vec::new();
     for _ in 0..ACCOUNTS {

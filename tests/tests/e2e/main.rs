@@ -21,7 +21,8 @@
 //! - [`logs`]: no token ever reaches the output; log lines are JSON with request ids.
 //! - [`metrics`]: the counters on the metrics listener follow the writes; not on the API's.
 //! - [`dynamodb`]: two stateless processes share one DynamoDB table (moto, through the real
-//!   SDK) with concurrent postings to the same accounts and keys sent to both.
+//!   SDK) with concurrent postings to the same accounts and keys sent to both, also behind a
+//!   faulty proxy; a batch fits one transaction by the accounts it names, or is refused whole.
 //! - With `E2E_STORE=dynamodb` (a second pass of `tests/run.sh`), the walkthrough, ledger rules,
 //!   idempotency, tenancy and metrics suites run with every instance on DynamoDB.
 //! - [`architecture`]: the crate dependency invariants, from `cargo metadata`.
