@@ -5,26 +5,21 @@
 //! wait, reads everything the batch needs, plans it in memory ([`crate::plan`]), and writes the
 //! result in one conditional transaction.
 //!
-//! Batches are pipelined when this process is the store's only writer (`StoreLimits::
-//! sole_writer`; otherwise one batch at a time): up to [`PIPELINE_DEPTH`] of them can be in
-//! the store at once, each
-//! planned on top of the writes of those before it (an overlay), so the committer plans while
-//! the store syncs. A store may then make several of them durable with one sync (the SQLite
-//! journal does). Answers go out strictly in order: a batch is answered only when it and every
-//! batch before it landed. If one fails, the batches behind it are executed again from a fresh
-//! read; their idempotency keys make that safe even where their writes did land.
+//! One batch is in the store at a time: the next is gathered from what queued meanwhile, so the
+//! longer a write takes, the more requests the next one carries. (Pipelining batches, each
+//! planned on the unconfirmed writes of those before it, with the SQLite journal on a thread of
+//! its own, was measured slower on two cores than writing inline on the committer's thread, and
+//! is unsafe on a store other processes write: see `bench/README.md`.)
 //!
 //! Nothing is acknowledged before the transaction that holds it returned. A request whose client
 //! went away before its batch was planned is dropped unexecuted. When another writer (another
 //! process on the same store) wins a condition, the batch is read and planned again, a bounded
 //! number of times with jittered backoff.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
 use crate::command::{Command, Committed, ItemBudget, Outcome};
 use crate::error::{Error, Rejection};
@@ -78,9 +73,6 @@ pub(crate) enum Message {
     Barrier(oneshot::Sender<()>, oneshot::Receiver<()>),
 }
 
-/// Most batches in the store at once.
-pub const PIPELINE_DEPTH: usize = 4;
-
 /// Longest pause a barrier can impose on writes.
 pub const BARRIER_PAUSE_MAX: Duration = Duration::from_secs(10);
 
@@ -108,108 +100,40 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Runs until shutdown is signalled, the queue is drained and every batch has landed.
+    /// Runs until shutdown is signalled and the queue is drained.
     pub async fn run(mut self) {
-        let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut closing = false;
         loop {
-            let depth = if self.store.limits().sole_writer {
-                PIPELINE_DEPTH
-            } else {
-                1
-            };
-            let room = inflight.len() < depth;
             let next = match self.carry.take() {
-                Some(m) if room => Some(m),
-                carried => {
-                    self.carry = carried;
-                    tokio::select! {
-                        biased;
-                        done = front(&mut inflight) => {
-                            self.land_front(&mut inflight, done).await;
-                            continue;
-                        }
-                        m = self.rx.recv(), if room && self.carry.is_none() => m,
-                        _ = self.shutdown.changed(), if !closing => {
-                            // No new requests; what is queued still runs.
-                            closing = true;
-                            self.rx.close();
-                            continue;
-                        }
+                Some(m) => Some(m),
+                None => tokio::select! {
+                    biased;
+                    _ = self.shutdown.changed(), if !closing => {
+                        // No new requests; what is queued still runs.
+                        closing = true;
+                        self.rx.close();
+                        continue;
                     }
-                }
+                    m = self.rx.recv() => m,
+                },
             };
             let Some(message) = next else { break };
             match message {
-                Message::Barrier(paused, resume) => {
-                    while let Some(done) = front_now(&mut inflight).await {
-                        self.land_front(&mut inflight, done).await;
-                    }
-                    pause(paused, resume).await;
-                }
+                Message::Barrier(paused, resume) => pause(paused, resume).await,
                 Message::Execute(cmd, reply) => {
                     let batch = self.gather(cmd, reply).await;
-                    if let Some(flight) = self.launch(batch, &inflight).await {
-                        inflight.push_back(flight);
+                    let (commands, replies) = self.admit(batch);
+                    if commands.is_empty() {
+                        continue;
                     }
+                    let results = self.execute(&commands).await;
+                    self.stats
+                        .send_modify(|s| s.requests += commands.len() as u64);
+                    answer(replies, results, commands.len());
                 }
             }
         }
-        while let Some(done) = front_now(&mut inflight).await {
-            self.land_front(&mut inflight, done).await;
-        }
         tracing::debug!("committer stopped");
-    }
-
-    /// Plans a batch on top of the batches in flight and starts writing it.
-    async fn launch(
-        &mut self,
-        batch: Vec<(Command, oneshot::Sender<Reply>)>,
-        inflight: &VecDeque<InFlight>,
-    ) -> Option<InFlight> {
-        let (commands, replies) = self.admit(batch);
-        if commands.is_empty() {
-            return None;
-        }
-        let overlays = overlays(inflight);
-        match self.plan(&commands, &overlays).await {
-            Ok((results, ops, overlay)) => {
-                let store = self.store.clone();
-                let write = tokio::spawn(async move { store.transact_write(ops).await });
-                Some(InFlight {
-                    write,
-                    commands,
-                    replies,
-                    results,
-                    overlay: Arc::new(overlay),
-                })
-            }
-            Err(error) => {
-                fail_all(replies, &error, commands.len());
-                None
-            }
-        }
-    }
-
-    /// Answers the oldest batch in flight. If it failed, the batches behind it were planned on
-    /// writes that did not happen: they are waited for and executed again from fresh reads.
-    async fn land_front(&mut self, inflight: &mut VecDeque<InFlight>, done: WriteResult) {
-        let Some(flight) = inflight.pop_front() else {
-            return;
-        };
-        let landed = matches!(done, Ok(Ok(())));
-        self.land(flight, done).await;
-        if landed {
-            return;
-        }
-        while let Some(mut behind) = inflight.pop_front() {
-            let _ = (&mut behind.write).await;
-            self.stats.send_modify(|s| s.retries += 1);
-            let results = self.execute(&behind.commands).await;
-            self.stats
-                .send_modify(|s| s.requests += behind.commands.len() as u64);
-            answer(behind.replies, results, behind.commands.len());
-        }
     }
 
     /// Collects a batch: everything queued, within the bounds, waiting up to `config.wait`.
@@ -281,66 +205,23 @@ impl Committer {
         (commands, replies)
     }
 
-    /// Reads and plans a batch; `overlays` hold the writes of the batches still in flight,
-    /// oldest first.
-    async fn plan(
-        &mut self,
-        commands: &[Command],
-        overlays: &[Arc<Snapshot>],
-    ) -> Result<Planned, Error> {
-        let reads = self.read(commands, overlays).await?;
+    /// Reads and plans a batch: a result per command, and the writes.
+    async fn plan(&mut self, commands: &[Command]) -> Result<(Vec<Reply>, Vec<WriteOp>), Error> {
+        let reads = self.read(commands).await?;
         let now = self.clock.now().max(self.last_now);
         self.last_now = now;
         let mut planner = Planner::new(now, &self.ids, &reads);
         let results: Vec<Reply> = commands.iter().map(|c| planner.execute(c)).collect();
         let ops = planner.into_ops()?;
-        // What later batches may read of this one's writes: all but entries.
-        let overlay = ops
-            .iter()
-            .filter(|op| !crate::layout::is_entry(op.key()))
-            .map(|op| match op {
-                WriteOp::Put { item, .. } => (item.key.clone(), Some(item.clone())),
-                WriteOp::Delete { key, .. } => (key.clone(), None),
-            })
-            .collect();
-        Ok((results, ops, overlay))
+        Ok((results, ops))
     }
 
-    /// Answers the requests of a batch whose write finished; on a lost condition, runs it again
-    /// (unpipelined, with retries).
-    async fn land(&mut self, flight: InFlight, done: WriteResult) {
-        let InFlight {
-            commands,
-            replies,
-            results,
-            ..
-        } = flight;
-        self.stats
-            .send_modify(|s| s.requests += commands.len() as u64);
-        let results = match done {
-            Ok(Ok(())) => {
-                self.stats.send_modify(|s| s.transactions += 1);
-                Ok(results)
-            }
-            Ok(Err(StoreError::ConditionFailed { index })) => {
-                self.stats.send_modify(|s| s.retries += 1);
-                tracing::info!(index, "another writer won a condition; planning again");
-                self.execute(&commands).await
-            }
-            Ok(Err(e)) => Err(Error::Store(e)),
-            Err(join) => Err(Error::Store(StoreError::Unavailable(format!(
-                "store task: {join}"
-            )))),
-        };
-        answer(replies, results, commands.len());
-    }
-
-    /// Reads, plans and writes a batch on its own, planning again when another writer got in
-    /// between.
+    /// Reads, plans and writes a batch, planning again (a bounded number of times, with
+    /// jittered backoff) when another writer got in between.
     async fn execute(&mut self, commands: &[Command]) -> Result<Vec<Reply>, Error> {
         let mut attempt = 0;
         loop {
-            let (results, ops, _) = self.plan(commands, &[]).await?;
+            let (results, ops) = self.plan(commands).await?;
             match self.store.transact_write(ops).await {
                 Ok(()) => {
                     self.stats.send_modify(|s| s.transactions += 1);
@@ -362,76 +243,18 @@ impl Committer {
         }
     }
 
-    /// Reads what a batch needs; values written by batches in flight win over the store's.
-    async fn read(
-        &self,
-        commands: &[Command],
-        overlays: &[Arc<Snapshot>],
-    ) -> Result<Snapshot, Error> {
+    /// Reads what a batch needs.
+    async fn read(&self, commands: &[Command]) -> Result<Snapshot, Error> {
         let mut reads = Snapshot::default();
         let first = first_reads(commands);
         let items = self.store.get_many(first.clone()).await?;
         reads.extend(first.into_iter().zip(items));
-        lay_over(&mut reads, overlays);
         let second = second_reads(commands, &reads)?;
         if !second.is_empty() {
             let items = self.store.get_many(second.clone()).await?;
             reads.extend(second.into_iter().zip(items));
-            lay_over(&mut reads, overlays);
         }
         Ok(reads)
-    }
-}
-
-/// A batch being written.
-struct InFlight {
-    write: JoinHandle<Result<(), StoreError>>,
-    commands: Vec<Command>,
-    replies: Vec<oneshot::Sender<Reply>>,
-    results: Vec<Reply>,
-    /// Its writes, for planning the batches behind it.
-    overlay: Arc<Snapshot>,
-}
-
-/// A planned batch: results per command, the writes, and the writes as an overlay.
-type Planned = (Vec<Reply>, Vec<WriteOp>, Snapshot);
-
-/// How a write task ended.
-type WriteResult = Result<Result<(), StoreError>, tokio::task::JoinError>;
-
-/// Resolves when the oldest batch in flight finished writing; never, if there is none.
-async fn front(inflight: &mut VecDeque<InFlight>) -> WriteResult {
-    match inflight.front_mut() {
-        Some(flight) => (&mut flight.write).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The oldest batch's result, waiting for it; `None` if nothing is in flight.
-async fn front_now(inflight: &mut VecDeque<InFlight>) -> Option<WriteResult> {
-    match inflight.front_mut() {
-        Some(flight) => Some((&mut flight.write).await),
-        None => None,
-    }
-}
-
-/// The writes of the batches in flight, oldest first (shared, not copied).
-fn overlays(inflight: &VecDeque<InFlight>) -> Vec<Arc<Snapshot>> {
-    inflight
-        .iter()
-        .map(|flight| flight.overlay.clone())
-        .collect()
-}
-
-/// Replaces read values by the in-flight batches' writes of the same keys, the newest winning.
-fn lay_over(reads: &mut Snapshot, overlays: &[Arc<Snapshot>]) {
-    if overlays.is_empty() {
-        return;
-    }
-    for (key, value) in reads.iter_mut() {
-        if let Some(written) = overlays.iter().rev().find_map(|o| o.get(key)) {
-            value.clone_from(written);
-        }
     }
 }
 

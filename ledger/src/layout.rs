@@ -77,12 +77,6 @@ pub fn entry(tenant: &TenantId, account: &AccountId, at: Timestamp, seq: u64) ->
     Key::new(account_partition(tenant, account), sk)
 }
 
-/// Whether a key is an account entry. The planner never reads entries (history is queried, not
-/// read by key), so the committer leaves them out of what it remembers of batches in flight.
-pub fn is_entry(key: &Key) -> bool {
-    key.sk.starts_with(ENTRY_PREFIX) && key.pk.contains("#A#")
-}
-
 /// All entries of an account up to and including `until`.
 pub fn entries_until(
     tenant: &TenantId,
@@ -230,21 +224,6 @@ mod tests {
             idempotency(&t, &key),
             Key::new("T#acme#IDEM#order-1", "IDEM")
         );
-    }
-
-    #[test]
-    fn only_entries_are_entries() {
-        let t = TenantId::new("acme").expect("tenant");
-        let ids = IdGen::new();
-        let a = ids.account(Timestamp::from_micros(5));
-        assert!(is_entry(&entry(&t, &a, Timestamp::from_micros(10), 1)));
-        assert!(!is_entry(&account(&t, &a)));
-        assert!(!is_entry(&account_list_item(&t, &a)));
-        assert!(!is_entry(&transfer(
-            &t,
-            &ids.transfer(Timestamp::from_micros(5))
-        )));
-        assert!(!is_entry(&external_ref(&t, "E#1")));
     }
 
     #[test]

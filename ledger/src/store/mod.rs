@@ -134,12 +134,6 @@ pub struct StoreLimits {
     pub transaction_items_max: usize,
     /// Largest item body in bytes (DynamoDB: 400 KB with attribute names).
     pub item_bytes_max: usize,
-    /// Whether this process is the store's only writer. Only then may the committer pipeline
-    /// batches, planning one on the unconfirmed writes of another: with other writers, a
-    /// version the planner expects can be written by another history (another process wrote
-    /// the same version number after the batch it was planned on failed), and a batch planned on
-    /// writes that never landed would pass its conditions.
-    pub sole_writer: bool,
 }
 
 /// A storage failure.

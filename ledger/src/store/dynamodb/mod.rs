@@ -735,8 +735,6 @@ impl Store for DynamoStore {
         StoreLimits {
             transaction_items_max: DYNAMODB_TRANSACTION_ITEMS_MAX,
             item_bytes_max: DYNAMODB_ITEM_BYTES_MAX,
-            // Any number of processes share the table.
-            sole_writer: false,
         }
     }
 

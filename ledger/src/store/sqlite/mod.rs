@@ -9,8 +9,9 @@
 //! touched by a thousand transfers is written once.
 //!
 //! Until then the writes live in an in-memory [`overlay::Overlay`] that every read consults
-//! first, so a write is visible as soon as it is durable. Conditions are checked against the
-//! overlay and the items table together, under the one writer lock. On open, journal rows the
+//! first, so a write is visible as soon as it is durable. A write is checked (against the
+//! overlay and the items table), journaled and published under the one writer lock, on the
+//! caller's thread: the committer's, which batches many requests into each transaction. On open, journal rows the
 //! items table does not hold yet (`meta.applied_seq`) are replayed, so a crash at any point
 //! loses nothing that was acknowledged.
 //!
@@ -78,11 +79,9 @@ struct Inner {
     path: PathBuf,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    /// The writer's state and the signal between writers and the journal thread.
-    writer: Arc<(Mutex<Writer>, Condvar)>,
+    writer: Mutex<Writer>,
     shared: Arc<Shared>,
     kick: SyncSender<()>,
-    journal_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     materializer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held for the life of the store: one process owns the files.
     _lock: File,
@@ -110,33 +109,17 @@ impl Shared {
     }
 }
 
-/// Most transactions waiting for the journal; a writer beyond it waits.
-pub const JOURNAL_QUEUE_MAX: usize = 64;
-/// Most transactions in one journal commit (one sync).
-pub const JOURNAL_GROUP_MAX: usize = 64;
-
-/// What writers share with the journal thread, under one lock.
+/// Everything a write needs, under one lock: a write's conditions are checked, its journal
+/// row synced and its items published in the overlay before the next write is checked.
 #[derive(Debug)]
 struct Writer {
     /// A read connection to the items table, for condition checks.
     items: Connection,
+    /// The journal's only connection.
+    journal: Connection,
     next_seq: u64,
-    /// Versions written by transactions that passed their conditions and wait for the journal
-    /// (`None`: deleted), with the sequence that wrote them. Later transactions are checked
-    /// against them; readers never see them.
-    pending: std::collections::HashMap<Key, (u64, Option<u64>), super::KeyHasher>,
-    /// Transactions waiting for the journal, in sequence order.
-    queue: std::collections::VecDeque<Job>,
-    stop: bool,
-}
-
-/// A transaction whose conditions held, on its way to the journal.
-#[derive(Debug)]
-struct Job {
-    seq: u64,
-    record: Vec<u8>,
-    ops: Vec<WriteOp>,
-    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    /// Journal rows up to here are dropped (the items table holds them).
+    dropped_up_to: u64,
 }
 
 pub(crate) fn unavailable(e: rusqlite::Error) -> StoreError {
@@ -205,23 +188,12 @@ impl SqliteStore {
                 .spawn(move || materializer(&shared, items_writer, kicked))
                 .map_err(|e| StoreError::Unavailable(format!("materializer thread: {e}")))?
         };
-        let writer = Arc::new((
-            Mutex::new(Writer {
-                items: read_only(path)?,
-                next_seq,
-                pending: std::collections::HashMap::default(),
-                queue: std::collections::VecDeque::new(),
-                stop: false,
-            }),
-            Condvar::new(),
-        ));
-        let journal_thread = {
-            let (shared, writer, kick) = (shared.clone(), writer.clone(), kick.clone());
-            std::thread::Builder::new()
-                .name("sqlite-journal".into())
-                .spawn(move || journal_writer(&shared, &writer, journal, &kick, applied))
-                .map_err(|e| StoreError::Unavailable(format!("journal thread: {e}")))?
-        };
+        let writer = Mutex::new(Writer {
+            items: read_only(path)?,
+            journal,
+            next_seq,
+            dropped_up_to: applied,
+        });
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
@@ -230,7 +202,6 @@ impl SqliteStore {
                 writer,
                 shared,
                 kick,
-                journal_thread: Mutex::new(Some(journal_thread)),
                 materializer: Mutex::new(Some(thread)),
                 _lock: lock,
             }),
@@ -282,21 +253,8 @@ impl SqliteStore {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The journal first (it finishes what is queued), then the materializer (it copies
-        // everything into the items table).
-        {
-            let (lock, ready) = &*self.writer;
-            lock.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
-            ready.notify_all();
-        }
-        let journal = self
-            .journal_thread
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(thread) = journal {
-            let _ = thread.join();
-        }
+        // Every write returned before the last handle went; the materializer copies everything
+        // into the items table.
         self.shared.stop.store(true, Ordering::SeqCst);
         let _ = self.kick.try_send(());
         let thread = self
@@ -371,120 +329,33 @@ fn materializer(shared: &Shared, mut conn: Connection, kicked: Receiver<()>) {
     }
 }
 
-/// Checks a transaction's conditions and queues it for the journal; the receiver answers once
-/// it is durable and visible.
-fn enqueue(inner: &Inner, ops: Vec<WriteOp>) -> Result<Durable, StoreError> {
+/// Writes a transaction: checks its conditions, appends it to the journal in one synced
+/// commit, and publishes its items in the overlay, all under the writer lock, on the calling
+/// thread. The committer calls it on its own thread, so a write costs no hand-off to another
+/// thread and back; group commit (one transaction for many requests) is what shares a sync.
+fn write(inner: &Inner, ops: Vec<WriteOp>) -> Result<(), StoreError> {
     wait_for_room(inner);
-    let (lock, ready) = &*inner.writer;
-    let mut writer = lock.lock().unwrap_or_else(|p| p.into_inner());
-    while writer.queue.len() >= JOURNAL_QUEUE_MAX && !writer.stop {
-        writer = ready.wait(writer).unwrap_or_else(|p| p.into_inner());
-    }
-    if writer.stop {
-        return Err(StoreError::Unavailable("the store is closing".into()));
-    }
-    check_conditions(inner, &mut writer, &ops)?;
+    let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+    let writer = &mut *writer;
+    check_conditions(inner, writer, &ops)?;
+    // A failed commit leaves its number unused: a row that might have reached the disk is never
+    // written again under the same number.
     let seq = writer.next_seq;
     writer.next_seq += 1;
-    for op in &ops {
-        let version = match op {
-            WriteOp::Put { item, .. } => Some(item.version),
-            WriteOp::Delete { .. } => None,
-        };
-        writer.pending.insert(op.key().clone(), (seq, version));
+    let shared = &inner.shared;
+    let applied = shared.applied.load(Ordering::SeqCst);
+    let drop_up_to = (applied > writer.dropped_up_to).then_some(applied);
+    let record = journal::encode(&ops);
+    journal::append(&mut writer.journal, &[(seq, record.as_slice())], drop_up_to)?;
+    if let Some(upto) = drop_up_to {
+        writer.dropped_up_to = upto;
     }
-    let (done, durable) = tokio::sync::oneshot::channel();
-    writer.queue.push_back(Job {
-        seq,
-        record: journal::encode(&ops),
-        ops,
-        done,
-    });
-    ready.notify_all();
-    Ok(durable)
-}
-
-/// Answers when a queued transaction is durable and visible.
-type Durable = tokio::sync::oneshot::Receiver<Result<(), StoreError>>;
-
-/// The journal thread: takes every queued transaction (up to a bound), appends them in one
-/// synced journal commit, then shows them in the overlay and answers their writers. On a
-/// failed commit, every queued transaction fails too: each was checked against the ones before.
-fn journal_writer(
-    shared: &Shared,
-    writer: &(Mutex<Writer>, Condvar),
-    mut conn: Connection,
-    kick: &SyncSender<()>,
-    mut dropped_up_to: u64,
-) {
-    let (lock, ready) = writer;
-    loop {
-        let jobs: Vec<Job> = {
-            let mut w = lock.lock().unwrap_or_else(|p| p.into_inner());
-            while w.queue.is_empty() {
-                if w.stop {
-                    return;
-                }
-                w = ready.wait(w).unwrap_or_else(|p| p.into_inner());
-            }
-            let n = w.queue.len().min(JOURNAL_GROUP_MAX);
-            w.queue.drain(..n).collect()
-        };
-        ready.notify_all();
-        let applied = shared.applied.load(Ordering::SeqCst);
-        let drop_up_to = (applied > dropped_up_to).then_some(applied);
-        let rows: Vec<(u64, &[u8])> = jobs.iter().map(|j| (j.seq, j.record.as_slice())).collect();
-        match journal::append(&mut conn, &rows, drop_up_to) {
-            Ok(()) => {
-                if let Some(upto) = drop_up_to {
-                    dropped_up_to = upto;
-                }
-                publish(shared, lock, kick, jobs);
-            }
-            Err(error) => {
-                tracing::error!(%error, "journal commit failed; failing every queued transaction");
-                let rest: Vec<Job> = {
-                    let mut w = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    w.pending.clear();
-                    w.queue.drain(..).collect()
-                };
-                ready.notify_all();
-                for job in jobs.into_iter().chain(rest) {
-                    let _ = job.done.send(Err(error.clone()));
-                }
-            }
-        }
+    let mut overlay = shared.overlay_mut();
+    overlay.apply(seq, ops);
+    if overlay.active_len() >= shared.options.materialize_items {
+        let _ = inner.kick.try_send(());
     }
-}
-
-/// Moves durable transactions (in sequence order, the last given) from pending into the
-/// overlay, then answers their writers. The overlay takes them first: until their pending
-/// entries go, a condition check finds a key in both places with the same version, never in
-/// neither. The writer lock is held only to drop the pending entries, so writers queueing the
-/// next transactions do not wait for the overlay.
-fn publish(shared: &Shared, lock: &Mutex<Writer>, kick: &SyncSender<()>, jobs: Vec<Job>) {
-    let Some(last) = jobs.last().map(|job| job.seq) else {
-        return;
-    };
-    let mut dones = Vec::with_capacity(jobs.len());
-    {
-        let mut overlay = shared.overlay_mut();
-        for job in jobs {
-            overlay.apply(job.seq, job.ops);
-            dones.push(job.done);
-        }
-        if overlay.active_len() >= shared.options.materialize_items {
-            let _ = kick.try_send(());
-        }
-    }
-    {
-        // Entries of later transactions (still queued) stay.
-        let mut w = lock.lock().unwrap_or_else(|p| p.into_inner());
-        w.pending.retain(|_, (seq, _)| *seq > last);
-    }
-    for done in dones {
-        let _ = done.send(Ok(()));
-    }
+    Ok(())
 }
 
 fn wait_for_room(inner: &Inner) {
@@ -515,11 +386,8 @@ fn check_conditions(inner: &Inner, writer: &mut Writer, ops: &[WriteOp]) -> Resu
             if condition == Condition::None {
                 continue;
             }
-            // Newest first: queued for the journal, then durable in the overlay, then the table.
-            let current = match writer.pending.get(op.key()) {
-                Some((_, version)) => Some(*version),
-                None => overlay.lookup(op.key()).map(|v| v.map(|i| i.version)),
-            };
+            // Newest first: the overlay, then the table.
+            let current = overlay.lookup(op.key()).map(|v| v.map(|i| i.version));
             match current {
                 Some(version) => {
                     if !holds(condition, version) {
@@ -618,8 +486,6 @@ impl Store for SqliteStore {
         StoreLimits {
             transaction_items_max: SQLITE_TRANSACTION_ITEMS_MAX,
             item_bytes_max: SQLITE_ITEM_BYTES_MAX,
-            // The lock file keeps every other process out.
-            sole_writer: true,
         }
     }
 
@@ -629,10 +495,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let inner = self.inner.clone();
-        let durable = run_blocking(move || enqueue(&inner, ops)).await?;
-        durable
-            .await
-            .map_err(|_| StoreError::Unavailable("the journal stopped".into()))?
+        run_blocking(move || write(&inner, ops)).await
     }
 
     async fn get_many(&self, keys: Vec<Key>) -> Result<Vec<Option<Item>>, StoreError> {
