@@ -82,7 +82,10 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve => run_async(serve(config)),
+        Command::Serve => {
+            let threads = config.http_threads();
+            run_async_on(threads, serve(config))
+        }
         Command::DevToken {
             tenant,
             scopes,
@@ -113,7 +116,13 @@ fn load_config(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
 }
 
 fn run_async(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    run_async_on(threads, work)
+}
+
+fn run_async_on(threads: usize, work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
         .enable_all()
         .build()
     {

@@ -39,6 +39,8 @@ pub const DEFAULT_BODY_BYTES_MAX: usize = 2 << 20;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Default time in-flight requests get to finish after SIGTERM or SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 20_000;
+/// Most threads of the HTTP runtime.
+pub const HTTP_THREADS_MAX: usize = 256;
 /// Default interval of the hold-expiry sweeper.
 pub const DEFAULT_HOLD_SWEEP_MS: u64 = 1_000;
 /// Default bound of the verified-token cache.
@@ -96,6 +98,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long in-flight requests may take after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Threads of the HTTP runtime (TLS, HTTP, JSON, tokens); 0 chooses (see
+    /// [`Config::http_threads`]).
+    pub http_threads: usize,
     /// Where the ledger is stored.
     pub store: StoreChoice,
     /// The DynamoDB table settings (used by `store = "dynamodb"` and by
@@ -197,6 +202,7 @@ pub const SETTINGS: &[&str] = &[
     "body_bytes_max",
     "request_timeout_ms",
     "shutdown_grace_ms",
+    "http_threads",
     "store",
     "dynamodb_table",
     "dynamodb_region",
@@ -355,6 +361,12 @@ impl Config {
                 0,
                 600_000,
             )?),
+            http_threads: bounded(
+                "http_threads",
+                parse(source, "http_threads", 0)?,
+                0,
+                HTTP_THREADS_MAX,
+            )?,
             store,
             dynamodb,
             commit,
@@ -368,6 +380,19 @@ impl Config {
         };
         config.check()?;
         Ok(config)
+    }
+
+    /// Threads of the HTTP runtime: as configured, or else one fewer than the cores this process
+    /// may use (at least one). The ledger's committer has an OS thread of its own, which on
+    /// SQLite also plans, checks and syncs each transaction; leaving it a core keeps the
+    /// request path from queueing behind HTTP work (measured in `bench/README.md`).
+    pub fn http_threads(&self) -> usize {
+        if self.http_threads > 0 {
+            return self.http_threads;
+        }
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get().saturating_sub(1))
+            .max(1)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -460,6 +485,7 @@ impl fmt::Display for Config {
             self.request_timeout.as_millis()
         )?;
         writeln!(f, "shutdown_grace_ms = {}", self.shutdown_grace.as_millis())?;
+        writeln!(f, "http_threads = {}", self.http_threads())?;
         writeln!(
             f,
             "store = {}",
@@ -529,6 +555,20 @@ mod tests {
     }
 
     #[test]
+    fn http_threads_leave_the_committer_a_core_unless_set() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let auto = load(&[]).expect("defaults");
+        assert_eq!(auto.http_threads, 0);
+        assert_eq!(auto.http_threads(), cores.saturating_sub(1).max(1));
+        assert!(
+            auto.to_string()
+                .contains(&format!("http_threads = {}", auto.http_threads()))
+        );
+        let set = load(&[("http_threads", "3")]).expect("config");
+        assert_eq!(set.http_threads(), 3);
+    }
+
+    #[test]
     fn invalid_settings_are_refused() {
         let check = |pairs: &[(&str, &str)], fragment: &str| {
             let err = load(pairs).expect_err("must fail").0;
@@ -548,6 +588,8 @@ mod tests {
             "metrics_listen",
         );
         check(&[("body_bytes_max", "10")], "body_bytes_max");
+        check(&[("http_threads", "257")], "http_threads");
+        check(&[("http_threads", "-1")], "http_threads");
         check(&[("jwt_leeway_s", "301")], "jwt_leeway_s");
         check(&[("commit_batch_len_max", "0")], "commit_batch_len_max");
         check(&[("tls_cert", "c.pem")], "tls_key");
