@@ -11,9 +11,9 @@
 //! Until then the writes live in an in-memory [`overlay::Overlay`] that every read consults
 //! first, so a write is visible as soon as it is durable. A write is checked (against the
 //! overlay and the items table), journaled and published under the one writer lock, on the
-//! caller's thread: the committer's, which batches many requests into each transaction. On open, journal rows the
-//! items table does not hold yet (`meta.applied_seq`) are replayed, so a crash at any point
-//! loses nothing that was acknowledged.
+//! caller's thread: the committer's, which batches many requests into each transaction. On
+//! open, journal rows the items table does not hold yet (`meta.applied_seq`) are replayed, so a
+//! crash at any point loses nothing that was acknowledged.
 //!
 //! The overlay is process-local, so one process owns the files: an exclusive lock on
 //! `<database>.lock` keeps a second one out.
