@@ -16,7 +16,7 @@ use crate::store::Item;
 /// Format byte of postcard bodies with the record shapes of this build.
 pub const FORMAT_POSTCARD_V1: u8 = 1;
 
-/// Format byte of an account's entry pages (postcard), see [`crate::history`].
+/// Format byte of an account's entry pages (postcard), see `history.rs`.
 pub const FORMAT_ENTRY_PAGE_V1: u8 = 2;
 
 /// Encodes a record.
