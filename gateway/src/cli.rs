@@ -84,7 +84,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve => {
             let threads = config.http_threads();
-            run_async_on(threads, serve(config))
+            run_async_on(Some(threads), serve(config))
         }
         Command::DevToken {
             tenant,
@@ -116,16 +116,20 @@ fn load_config(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
 }
 
 fn run_async(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    run_async_on(threads, work)
+    run_async_on(None, work)
 }
 
-fn run_async_on(threads: usize, work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()
-    {
+/// Runs `work` on a multi-threaded runtime of `threads` workers (tokio's default, one per core,
+/// when `None`).
+fn run_async_on(
+    threads: Option<usize>,
+    work: impl std::future::Future<Output = ExitCode>,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads.max(1));
+    }
+    match builder.enable_all().build() {
         Ok(runtime) => runtime.block_on(work),
         Err(e) => {
             eprintln!("strongroom: cannot start the runtime: {e}");

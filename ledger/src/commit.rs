@@ -122,7 +122,7 @@ impl Committer {
                 Message::Barrier(paused, resume) => pause(paused, resume).await,
                 Message::Execute(cmd, reply) => {
                     let batch = self.gather(cmd, reply).await;
-                    let (commands, replies) = self.admit(batch);
+                    let (commands, replies) = Self::admit(batch);
                     if commands.is_empty() {
                         continue;
                     }
@@ -137,6 +137,11 @@ impl Committer {
     }
 
     /// Collects a batch: everything queued, within the bounds, waiting up to `config.wait`.
+    ///
+    /// A command that alone needs more items than one transaction holds is refused here, and
+    /// only the first of a batch can be: its items within a batch are never fewer than alone,
+    /// so one that does not fit alone does not fit after others either, and is carried to lead
+    /// the next batch.
     async fn gather(
         &mut self,
         cmd: Command,
@@ -144,7 +149,17 @@ impl Committer {
     ) -> Vec<(Command, oneshot::Sender<Reply>)> {
         let items_max = self.store.limits().transaction_items_max;
         let mut budget = ItemBudget::default();
-        budget.add(budget.cost(&cmd, items_max));
+        let cost = budget.cost(&cmd, items_max);
+        let items = budget.with(&cost);
+        if items > items_max {
+            let _ = reply.send(Err(Rejection::TooLarge {
+                items,
+                max: items_max,
+            }
+            .into()));
+            return Vec::new();
+        }
+        budget.add(cost);
         let mut batch = vec![(cmd, reply)];
         let deadline = tokio::time::Instant::now() + self.config.wait;
         while batch.len() < self.config.batch_len_max {
@@ -177,32 +192,14 @@ impl Committer {
         batch
     }
 
-    /// Drops requests whose client left, refuses requests too large for one transaction.
+    /// Drops requests whose client left before anything was decided: nothing to acknowledge.
     fn admit(
-        &self,
         batch: Vec<(Command, oneshot::Sender<Reply>)>,
     ) -> (Vec<Command>, Vec<oneshot::Sender<Reply>>) {
-        let items_max = self.store.limits().transaction_items_max;
-        let mut commands = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        for (cmd, reply) in batch {
-            if reply.is_closed() {
-                continue; // the client left before anything was decided: nothing to acknowledge
-            }
-            let alone = ItemBudget::default();
-            let items = alone.with(&alone.cost(&cmd, items_max));
-            if items > items_max {
-                let _ = reply.send(Err(Rejection::TooLarge {
-                    items,
-                    max: items_max,
-                }
-                .into()));
-                continue;
-            }
-            commands.push(cmd);
-            replies.push(reply);
-        }
-        (commands, replies)
+        batch
+            .into_iter()
+            .filter(|(_, reply)| !reply.is_closed())
+            .unzip()
     }
 
     /// Reads and plans a batch: a result per command, and the writes.

@@ -23,9 +23,9 @@ use ledger::store::Store;
 use ledger::store::sqlite::SqliteStore;
 use ledger::{
     Account, AccountId, Amount, BalanceConstraint, BalancedLegs, Balances, BatchFailure,
-    CommitConfig, Committed, Currency, Error, IdempotencyKey, Ledger, LedgerConfig, Leg,
-    ManualClock, Metadata, NewAccount, NewTransfer, PageRequest, Rejection, Result, Side, TenantId,
-    Timestamp, Transfer, TransferId,
+    CommitConfig, Committed, Currency, Entry, Error, IdempotencyKey, Ledger, LedgerConfig, Leg,
+    Listing, ManualClock, Metadata, NewAccount, NewTransfer, PageRequest, Rejection, Result, Side,
+    TenantId, Timestamp, Transfer, TransferId,
 };
 
 /// Where the manual clock starts: 2023-11-14T22:13:20Z.
@@ -114,6 +114,15 @@ impl Harness {
         account.id
     }
 
+    /// `n` accounts as [`Harness::cash`] makes them.
+    pub async fn cash_accounts(&self, tenant: &TenantId, n: usize) -> Vec<AccountId> {
+        let mut accounts = Vec::with_capacity(n);
+        for _ in 0..n {
+            accounts.push(self.cash(tenant, usd()).await);
+        }
+        accounts
+    }
+
     /// A credit-normal account that cannot overdraw.
     pub async fn wallet(&self, tenant: &TenantId, currency: Currency) -> AccountId {
         let constraint = BalanceConstraint::DebitsMustNotExceedCredits;
@@ -163,6 +172,12 @@ impl Harness {
     /// An account as stored now.
     pub async fn get(&self, tenant: &TenantId, account: AccountId) -> Account {
         self.ledger.get_account(tenant, &account).await.unwrap()
+    }
+
+    /// The first page (of the default length) of an account's history, oldest first.
+    pub async fn history(&self, tenant: &TenantId, account: AccountId) -> Listing<Entry> {
+        let page = PageRequest::default();
+        self.ledger.entries(tenant, &account, page).await.unwrap()
     }
 
     /// An account's balances now.

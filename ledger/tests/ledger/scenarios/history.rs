@@ -69,11 +69,7 @@ async fn entries_carry_running_balances() {
         .await
         .unwrap();
 
-    let all = h
-        .ledger
-        .entries(&acme, &wallet, PageRequest::default())
-        .await
-        .unwrap();
+    let all = h.history(&acme, wallet).await;
     assert_eq!(all.next_cursor, None);
     check_entries(
         &all.items,
@@ -94,11 +90,7 @@ async fn entries_carry_running_balances() {
     let head = h.get(&acme, wallet).await;
     assert_eq!(head.entry_seq, 6);
     assert_eq!(head.balances, all.items[5].balances);
-    let shop_entries = h
-        .ledger
-        .entries(&acme, &shop, PageRequest::default())
-        .await
-        .unwrap();
+    let shop_entries = h.history(&acme, shop).await;
     check_entries(
         &shop_entries.items,
         shop,
@@ -189,11 +181,7 @@ async fn pages_of_history_cut_through_a_batchs_entries_the_same_both_ways() {
     let total = amounts.len() as u64;
     let all: Vec<u64> = (1..=total).collect();
 
-    let listed = h
-        .ledger
-        .entries(&acme, &shop, PageRequest::default())
-        .await
-        .unwrap();
+    let listed = h.history(&acme, shop).await;
     let got: Vec<u64> = listed.items.iter().map(|e| e.amount).collect();
     assert_eq!(got, amounts);
     let mut running = 0u128;
@@ -226,4 +214,37 @@ async fn pages_of_history_cut_through_a_batchs_entries_the_same_both_ways() {
     let found = h.ledger.balance_at(&acme, &shop, in_batch).await.unwrap();
     assert_eq!(found.entry_seq, 6);
     assert_eq!(found.balances, listed.items[5].balances);
+}
+
+#[tokio::test]
+async fn a_listing_page_longer_than_one_store_read_of_pages_is_whole() {
+    use ledger::limits::HISTORY_ITEMS_PER_READ;
+    let h = Harness::start();
+    let acme = tenant("acme");
+    let cash = h.cash(&acme, usd()).await;
+    let shop = h.merchant(&acme, usd()).await;
+    // Single transfers: one page each, so a listing of n entries reads n pages, which takes
+    // more than one store read past HISTORY_ITEMS_PER_READ.
+    let n = HISTORY_ITEMS_PER_READ + 3;
+    for amount in 1..=n as u64 {
+        h.transfer(&acme, cash, shop, amount, usd()).await.unwrap();
+    }
+    for descending in [false, true] {
+        let mut want: Vec<u64> = (1..=n as u64).collect();
+        if descending {
+            want.reverse();
+        }
+        for limit in [n - 1, n, n + 1] {
+            let page = PageRequest {
+                limit: Some(limit),
+                cursor: None,
+                descending,
+            };
+            let listed = h.ledger.entries(&acme, &shop, page).await.unwrap();
+            let seqs: Vec<u64> = listed.items.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, want[..limit.min(n)], "limit {limit}");
+            assert_eq!(listed.next_cursor.is_some(), limit < n, "limit {limit}");
+        }
+        assert_eq!(seq_pages(&h, shop, n - 1, descending).await.concat(), want);
+    }
 }

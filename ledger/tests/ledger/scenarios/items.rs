@@ -106,11 +106,7 @@ async fn a_batch_writes_one_entry_page_per_account_it_touches() {
     assert_eq!(keys.len(), 1 + 11 + 3 + 3);
 
     // The pages read back as the entries, one by one.
-    let history = h
-        .ledger
-        .entries(&acme, &cash, Default::default())
-        .await
-        .unwrap();
+    let history = h.history(&acme, cash).await;
     let amounts: Vec<u64> = history.items.iter().map(|e| e.amount).collect();
     assert_eq!(amounts, (1..=11).collect::<Vec<u64>>());
 }
@@ -122,10 +118,7 @@ const DYNAMODB_ACTIONS: usize = 100;
 async fn a_batch_fits_a_100_item_store_by_the_accounts_it_names_not_its_legs() {
     let (h, transactions) = recorded(Some(DYNAMODB_ACTIONS));
     let acme = tenant("acme");
-    let mut accounts = Vec::new();
-    for _ in 0..40 {
-        accounts.push(h.cash(&acme, usd()).await);
-    }
+    let accounts = h.cash_accounts(&acme, 40).await;
     let before = transactions.lock().unwrap().len();
     let batch = |pairs: Vec<(usize, usize)>| {
         pairs
@@ -177,10 +170,7 @@ async fn a_batch_fits_a_100_item_store_by_the_accounts_it_names_not_its_legs() {
 async fn concurrent_transfers_share_transactions_within_100_items() {
     let (h, transactions) = recorded(Some(DYNAMODB_ACTIONS));
     let acme = tenant("acme");
-    let mut accounts = Vec::new();
-    for _ in 0..10 {
-        accounts.push(h.cash(&acme, usd()).await);
-    }
+    let accounts = h.cash_accounts(&acme, 10).await;
     let before = transactions.lock().unwrap().len();
     // Many requests at once, each on two of ten accounts, some of them holds.
     let mut calls = tokio::task::JoinSet::new();

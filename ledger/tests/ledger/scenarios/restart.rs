@@ -88,11 +88,7 @@ async fn data_and_replays_survive_a_restart() {
     let all = h.all_transfers(&acme).await;
     assert_eq!(all.last().map(|t| t.id), Some(later.id));
     assert_eq!(h.balances(&acme, wallet).await, bal(120, 505, 0, 0));
-    let entries = h
-        .ledger
-        .entries(&acme, &wallet, Default::default())
-        .await
-        .unwrap();
+    let entries = h.history(&acme, wallet).await;
     let seqs: Vec<u64> = entries.items.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
     assert!(h.ledger.trial_balance(&acme).await.unwrap().balanced());
