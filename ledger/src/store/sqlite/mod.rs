@@ -1,19 +1,19 @@
 //! The embedded backend: SQLite, WAL, `synchronous=FULL`, with a journal in front.
 //!
 //! SQLite's WAL logs whole pages: a transaction that touches twenty accounts spread over the
-//! table writes and syncs twenty pages. So a write goes first to a journal, a second SQLite
-//! file with one append-only table: one row per transaction holding its writes, synced before
-//! the transaction is acknowledged. That sync covers a page or two, whatever the transaction
-//! touched. A background materializer then copies the journaled writes into the items table
-//! (the DynamoDB-shaped table reads are answered from) in large transactions, where a page
-//! touched by a thousand transfers is written once.
+//! table writes and syncs twenty pages. So a write goes first to a journal, an append-only log
+//! of its own (`journal`): one record per transaction holding its writes, synced before the
+//! transaction is acknowledged. That sync covers the record's few blocks, whatever the
+//! transaction touched. A background materializer then copies the journaled writes into the
+//! items table (the DynamoDB-shaped table reads are answered from) in large transactions, where
+//! a page touched by a thousand transfers is written once.
 //!
 //! Until then the writes live in an in-memory [`overlay::Overlay`] that every read consults
 //! first, so a write is visible as soon as it is durable. A write is checked (against the
 //! overlay and the items table), journaled and published under the one writer lock, on the
 //! caller's thread: the committer's, which batches many requests into each transaction. On
-//! open, journal rows the items table does not hold yet (`meta.applied_seq`) are replayed, so a
-//! crash at any point loses nothing that was acknowledged.
+//! open, journal records the items table does not hold yet (`meta.applied_seq`) are replayed, so
+//! a crash at any point loses nothing that was acknowledged.
 //!
 //! The overlay is process-local, so one process owns the files: an exclusive lock on
 //! `<database>.lock` keeps a second one out.
@@ -33,8 +33,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 
+use self::journal::{JOURNAL_SEGMENT_BYTES, Journal};
 use self::overlay::Overlay;
-use self::schema::{ITEMS_MIGRATIONS, JOURNAL_MIGRATIONS, Role, configure, migrate};
+use self::schema::{ITEMS_MIGRATIONS, Role, configure, migrate};
 use super::{
     Condition, Item, Key, Page, Query, Store, StoreError, StoreLimits, WriteOp, check_transaction,
 };
@@ -56,6 +57,8 @@ pub struct SqliteOptions {
     pub materialize_items: usize,
     /// Overlay items beyond which writers wait for the materializer (bounds memory).
     pub overlay_items_max: usize,
+    /// Size of a journal segment file.
+    pub journal_segment_bytes: u64,
 }
 
 impl Default for SqliteOptions {
@@ -64,6 +67,7 @@ impl Default for SqliteOptions {
             materialize_interval: Duration::from_millis(500),
             materialize_items: 100_000,
             overlay_items_max: 1_000_000,
+            journal_segment_bytes: JOURNAL_SEGMENT_BYTES,
         }
     }
 }
@@ -92,7 +96,7 @@ struct Inner {
 struct Shared {
     options: SqliteOptions,
     overlay: RwLock<Overlay>,
-    /// Journal position the items table holds; rows up to it can go.
+    /// Journal position the items table holds; records up to it can go.
     applied: AtomicU64,
     /// Signalled after each materialization, for writers waiting for room.
     room: (Mutex<()>, Condvar),
@@ -110,16 +114,14 @@ impl Shared {
 }
 
 /// Everything a write needs, under one lock: a write's conditions are checked, its journal
-/// row synced and its items published in the overlay before the next write is checked.
+/// record synced and its items published in the overlay before the next write is checked.
 #[derive(Debug)]
 struct Writer {
     /// A read connection to the items table, for condition checks.
     items: Connection,
-    /// The journal's only connection.
-    journal: Connection,
+    /// The journal; only this writer appends to it.
+    journal: Journal,
     next_seq: u64,
-    /// Journal rows up to here are dropped (the items table holds them).
-    dropped_up_to: u64,
 }
 
 pub(crate) fn unavailable(e: rusqlite::Error) -> StoreError {
@@ -165,11 +167,7 @@ impl SqliteStore {
         let mut items_writer = Connection::open(path).map_err(unavailable)?;
         configure(&items_writer, Role::ItemsWriter)?;
         migrate(&items_writer, ITEMS_MIGRATIONS, "items")?;
-        let journal = Connection::open(sibling(path, "-journal.db")).map_err(unavailable)?;
-        configure(&journal, Role::JournalWriter)?;
-        migrate(&journal, JOURNAL_MIGRATIONS, "journal")?;
-        let applied = recover(&mut items_writer, &journal)?;
-        let next_seq = journal::last_seq(&journal)?.unwrap_or(applied).max(applied) + 1;
+        let (journal, applied, next_seq) = recover(path, &mut items_writer, &options)?;
         let readers = (0..SQLITE_READERS)
             .map(|_| read_only(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -192,7 +190,6 @@ impl SqliteStore {
             items: read_only(path)?,
             journal,
             next_seq,
-            dropped_up_to: applied,
         });
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -268,27 +265,61 @@ impl Drop for Inner {
     }
 }
 
-/// Replays journal rows the items table does not hold; returns the position it now holds.
-fn recover(items_conn: &mut Connection, journal_conn: &Connection) -> Result<u64, StoreError> {
-    let applied = items::applied_seq(items_conn)?;
-    let rows = journal::rows_after(journal_conn, applied)?;
-    if rows.is_empty() {
-        journal::drop_up_to(journal_conn, applied)?;
-        return Ok(applied);
+/// Opens the journal and replays the records the items table does not hold; returns the
+/// journal, the position the items table now holds and the next record's sequence.
+///
+/// A SQLite journal (`<db>-journal.db`) left by an earlier build is replayed first, then
+/// removed.
+fn recover(
+    path: &Path,
+    items_conn: &mut Connection,
+    options: &SqliteOptions,
+) -> Result<(Journal, u64, u64), StoreError> {
+    let legacy = sibling(path, "-journal.db");
+    if legacy.exists() {
+        let applied = items::applied_seq(items_conn)?;
+        replay(items_conn, journal::legacy_rows(&legacy, applied)?)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = sibling(&legacy, suffix);
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::Unavailable(format!(
+                        "remove {}: {e}",
+                        file.display()
+                    )));
+                }
+                _ => {}
+            }
+        }
     }
-    let decoded = rows
+    let applied = items::applied_seq(items_conn)?;
+    let (journal, recovered) = Journal::open(
+        &sibling(path, "-txlog"),
+        applied,
+        options.journal_segment_bytes,
+    )?;
+    replay(items_conn, recovered.records)?;
+    let applied = items::applied_seq(items_conn)?;
+    let next_seq = recovered.last_seq.unwrap_or(0).max(applied) + 1;
+    Ok((journal, applied, next_seq))
+}
+
+/// Copies journal records into the items table, in one transaction.
+fn replay(items_conn: &mut Connection, records: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let decoded = records
         .iter()
         .map(|(seq, bytes)| journal::decode(*seq, bytes).map(|ops| (*seq, ops)))
         .collect::<Result<Vec<_>, _>>()?;
     items::replay(items_conn, &decoded)?;
-    let applied = items::applied_seq(items_conn)?;
     tracing::info!(
-        rows = decoded.len(),
-        applied,
+        records = decoded.len(),
+        applied = items::applied_seq(items_conn)?,
         "replayed the journal into the items table"
     );
-    journal::drop_up_to(journal_conn, applied)?;
-    Ok(applied)
+    Ok(())
 }
 
 /// Copies the overlay into the items table; returns whether there was anything to copy.
@@ -306,7 +337,8 @@ fn materialize(shared: &Shared, conn: &mut Connection) -> Result<bool, StoreErro
 }
 
 /// The materializer thread: every interval, or when woken, copies the overlay into the items
-/// table. On stop it copies everything left, so a clean stop leaves the journal empty.
+/// table. On stop it copies everything left, so after a clean stop the items table holds every
+/// journal record.
 fn materializer(shared: &Shared, mut conn: Connection, kicked: Receiver<()>) {
     loop {
         let stopping = match kicked.recv_timeout(shared.options.materialize_interval) {
@@ -329,8 +361,8 @@ fn materializer(shared: &Shared, mut conn: Connection, kicked: Receiver<()>) {
     }
 }
 
-/// Writes a transaction: checks its conditions, appends it to the journal in one synced
-/// commit, and publishes its items in the overlay, all under the writer lock, on the calling
+/// Writes a transaction: checks its conditions, appends it to the journal as one synced record,
+/// and publishes its items in the overlay, all under the writer lock, on the calling
 /// thread. The committer calls it on its own thread, so a write costs no hand-off to another
 /// thread and back; group commit (one transaction for many requests) is what shares a sync.
 fn write(inner: &Inner, ops: Vec<WriteOp>) -> Result<(), StoreError> {
@@ -338,18 +370,13 @@ fn write(inner: &Inner, ops: Vec<WriteOp>) -> Result<(), StoreError> {
     let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
     let writer = &mut *writer;
     check_conditions(inner, writer, &ops)?;
-    // A failed commit leaves its number unused: a row that might have reached the disk is never
-    // written again under the same number.
+    // A failed append poisons the journal (see `journal`): a record that might have reached the
+    // disk is never followed by another.
     let seq = writer.next_seq;
-    writer.next_seq += 1;
     let shared = &inner.shared;
     let applied = shared.applied.load(Ordering::SeqCst);
-    let drop_up_to = (applied > writer.dropped_up_to).then_some(applied);
-    let record = journal::encode(&ops);
-    journal::append(&mut writer.journal, &[(seq, record.as_slice())], drop_up_to)?;
-    if let Some(upto) = drop_up_to {
-        writer.dropped_up_to = upto;
-    }
+    writer.journal.append(seq, &ops, applied)?;
+    writer.next_seq += 1;
     let mut overlay = shared.overlay_mut();
     overlay.apply(seq, ops);
     if overlay.active_len() >= shared.options.materialize_items {

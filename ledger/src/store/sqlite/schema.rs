@@ -1,9 +1,9 @@
-//! The two database files, their schemas and connection settings.
+//! The items file: its schema and connection settings.
 //!
-//! `items` is the DynamoDB-shaped table every read is answered from. `journal` is the log that
-//! makes a write durable: one row per transaction, appended and synced before it is
-//! acknowledged. Both files are in WAL mode with `synchronous=FULL`. Each has its own schema
-//! version (`PRAGMA user_version`), and a build refuses a file newer than it knows.
+//! `items` is the DynamoDB-shaped table every read is answered from (the journal, which makes a
+//! write durable before it gets here, is a log of its own: `journal`). The file is in WAL mode
+//! with `synchronous=FULL`, has a schema version (`PRAGMA user_version`), and a build refuses a
+//! file newer than it knows.
 
 use std::time::Duration;
 
@@ -16,10 +16,6 @@ use crate::store::StoreError;
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache per connection, in KiB.
 pub const SQLITE_CACHE_KIB: i64 = 64 * 1024;
-/// Journal WAL pages after which the journal writer checkpoints. The journal is small (rows
-/// are deleted once materialized), so its WAL stays short and is rewritten in place, which
-/// makes each sync cheaper than one that grows the file.
-pub const SQLITE_JOURNAL_CHECKPOINT_PAGES: i64 = 256;
 
 /// Migrations of the items file.
 pub const ITEMS_MIGRATIONS: &[&str] = &["CREATE TABLE items (
@@ -32,14 +28,8 @@ pub const ITEMS_MIGRATIONS: &[&str] = &["CREATE TABLE items (
     CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO meta (name, value) VALUES ('applied_seq', 0)"];
 
-/// Migrations of the journal file.
-pub const JOURNAL_MIGRATIONS: &[&str] =
-    &["CREATE TABLE journal (seq INTEGER PRIMARY KEY, ops BLOB NOT NULL)"];
-
 /// The schema version of the items file this build writes.
 pub const ITEMS_SCHEMA_VERSION: i64 = ITEMS_MIGRATIONS.len() as i64;
-/// The schema version of the journal file this build writes.
-pub const JOURNAL_SCHEMA_VERSION: i64 = JOURNAL_MIGRATIONS.len() as i64;
 
 /// What a connection is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,8 +38,6 @@ pub enum Role {
     Reader,
     /// The materializer: the only writer of the items file.
     ItemsWriter,
-    /// The journal writer: the only writer of the journal file.
-    JournalWriter,
 }
 
 /// Applies the settings of a role.
@@ -73,21 +61,6 @@ pub fn configure(conn: &Connection, role: Role) -> Result<(), StoreError> {
     }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(unavailable)?;
-    if role == Role::JournalWriter {
-        // Only this connection ever opens the journal (the lock file keeps other processes
-        // out), so it keeps SQLite's locks for good: no lock and unlock system calls and no
-        // shared-memory index on every commit.
-        let mode: String = conn
-            .query_row("PRAGMA locking_mode=EXCLUSIVE", [], |row| row.get(0))
-            .map_err(unavailable)?;
-        if !mode.eq_ignore_ascii_case("exclusive") {
-            return Err(StoreError::Unavailable(format!(
-                "journal locking_mode is {mode}, not exclusive"
-            )));
-        }
-        conn.pragma_update(None, "wal_autocheckpoint", SQLITE_JOURNAL_CHECKPOINT_PAGES)
-            .map_err(unavailable)?;
-    }
     Ok(())
 }
 

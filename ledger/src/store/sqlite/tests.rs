@@ -37,6 +37,16 @@ fn crash_copy(from: &Path, to_dir: &Path) -> std::path::PathBuf {
         if name.ends_with(".lock") || name.ends_with("-shm") {
             continue;
         }
+        if path.is_dir() {
+            // The journal's segments.
+            let into = to_dir.join(&name);
+            std::fs::create_dir(&into).expect("mkdir");
+            for entry in std::fs::read_dir(&path).expect("dir") {
+                let file = entry.expect("entry").path();
+                std::fs::copy(&file, into.join(file.file_name().expect("name"))).expect("copy");
+            }
+            continue;
+        }
         std::fs::copy(&path, to_dir.join(&name)).expect("copy");
     }
     to_dir.join(from.file_name().expect("name"))
@@ -176,13 +186,16 @@ async fn a_crash_before_materializing_loses_nothing() {
         .expect("read");
     let versions: Vec<Option<u64>> = got.iter().map(|i| i.as_ref().map(|i| i.version)).collect();
     assert_eq!(versions, vec![Some(2), None, Some(1)]);
-    // Replayed into the items table: the journal is empty and the next write continues it.
-    // (The open store holds the journal's lock for good; a copy of the files shows what it
-    // wrote.)
+    // Replayed into the items table: it holds the journal's last record, and the next write
+    // continues the journal. (A copy of the files shows what the open store wrote.)
     let look_dir = tempfile::tempdir().expect("tempdir");
     let look = crash_copy(&copy, look_dir.path());
-    let journal = Connection::open(sibling(&look, "-journal.db")).expect("journal");
-    assert_eq!(journal::last_seq(&journal).expect("seq"), None);
+    let applied = items::applied_seq(&Connection::open(&look).expect("items")).expect("applied");
+    assert_eq!(applied, 3);
+    let (_, recovered) =
+        Journal::open(&sibling(&look, "-txlog"), applied, JOURNAL_SEGMENT_BYTES).expect("journal");
+    assert!(recovered.records.is_empty());
+    assert_eq!(recovered.last_seq, Some(3));
     reopened
         .transact_write(vec![put("p", "c", 2, Condition::Version(1))])
         .await
@@ -256,7 +269,7 @@ async fn schema_is_versioned_and_the_files_have_one_owner() {
 fn writers_set_full_synchronous_and_wal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let conn = Connection::open(dir.path().join("x.db")).expect("open");
-    configure(&conn, Role::JournalWriter).expect("configure");
+    configure(&conn, Role::ItemsWriter).expect("configure");
     let sync: i64 = conn
         .query_row("PRAGMA synchronous", [], |r| r.get(0))
         .expect("pragma");
@@ -265,4 +278,48 @@ fn writers_set_full_synchronous_and_wal() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .expect("pragma");
     assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn a_journal_left_by_an_earlier_build_is_replayed_then_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    drop(SqliteStore::open(&path).expect("create"));
+    // What a crash under a build with the SQLite journal left: a row the items table lacks.
+    let legacy = sibling(&path, "-journal.db");
+    {
+        let conn = Connection::open(&legacy).expect("legacy journal");
+        conn.execute_batch("CREATE TABLE journal (seq INTEGER PRIMARY KEY, ops BLOB NOT NULL)")
+            .expect("schema");
+        let ops = journal::encode(&[put("p", "a", 1, Condition::NotExists)]);
+        conn.execute(
+            "INSERT INTO journal (seq, ops) VALUES (1, ?1)",
+            rusqlite::params![ops],
+        )
+        .expect("row");
+    }
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(
+        store
+            .get(Key::new("p", "a"))
+            .await
+            .expect("get")
+            .map(|i| i.version),
+        Some(1)
+    );
+    assert!(!legacy.exists());
+    store
+        .transact_write(vec![put("p", "a", 2, Condition::Version(1))])
+        .await
+        .expect("write after replay");
+    drop(store);
+    let store = SqliteStore::open(&path).expect("reopen again");
+    assert_eq!(
+        store
+            .get(Key::new("p", "a"))
+            .await
+            .expect("get")
+            .map(|i| i.version),
+        Some(2)
+    );
 }
