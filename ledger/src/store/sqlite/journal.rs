@@ -274,8 +274,17 @@ impl Journal {
                 .and_then(|n| n.strip_suffix(".log"))
                 .and_then(index)
             {
-                free.push(i);
                 next_index = next_index.max(i.saturating_add(1));
+                let path = entry.path();
+                let len = fs::metadata(&path)
+                    .map_err(|e| io_error("read", &path, e))?
+                    .len();
+                if len == segment_bytes {
+                    free.push(i);
+                } else {
+                    // Left by a run with another segment size.
+                    fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
+                }
             } else if let Some(i) = name.strip_suffix(".log").and_then(index) {
                 live.push(i);
                 next_index = next_index.max(i.saturating_add(1));
@@ -286,6 +295,10 @@ impl Journal {
             records: Vec::new(),
             last_seq: None,
         };
+        // The record the log must go on with, once it reached past `applied`. Segments the
+        // items table wholly holds constrain nothing: the one before a segment may have been
+        // released (its rename may reach the disk before an older one's does).
+        let mut expected: Option<u64> = None;
         let mut ended = false;
         let mut segments = Vec::with_capacity(live.len());
         for index in live {
@@ -296,19 +309,28 @@ impl Journal {
             if let (false, Some(salt)) = (ended, salt) {
                 let mut offset = JOURNAL_BLOCK_BYTES as usize;
                 while let Some((seq, payload, next)) = read_record(&bytes, offset, salt) {
-                    if recovered.last_seq.is_some_and(|last| seq != last + 1) {
+                    let follows = match (last_seq, expected) {
+                        (0, None) => true,
+                        (0, Some(expected)) => seq == expected,
+                        (last, _) => seq == last + 1,
+                    };
+                    if !follows {
                         break;
                     }
                     if seq > applied {
                         recovered.records.push((seq, payload.to_vec()));
                     }
-                    recovered.last_seq = Some(seq);
                     last_seq = seq;
                     offset = next;
                 }
             }
-            // The log goes on into a segment only at its start.
-            ended = ended || (last_seq == 0 && recovered.last_seq.is_some());
+            if last_seq != 0 {
+                recovered.last_seq = Some(last_seq);
+                expected = (last_seq > applied).then_some(last_seq + 1);
+            } else if expected.is_some() {
+                // The log goes on into a segment only at its start.
+                ended = true;
+            }
             segments.push(Segment {
                 index,
                 len: bytes.len() as u64,
