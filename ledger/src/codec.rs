@@ -18,6 +18,8 @@ pub const FORMAT_POSTCARD_V1: u8 = 1;
 
 /// Format byte of an account's entry pages (postcard), see `history.rs`.
 pub const FORMAT_ENTRY_PAGE_V1: u8 = 2;
+/// Format byte of transfer packs (postcard), see `transfer_pack.rs`.
+pub const FORMAT_TRANSFER_PACK_V1: u8 = 3;
 
 /// Encodes a record.
 pub fn encode<T: Serialize + ?Sized>(record: &T) -> Vec<u8> {

@@ -15,6 +15,7 @@ use crate::money::Amount;
 use crate::store::{Key, KeyHasher};
 use crate::time::Timestamp;
 use crate::transfer::{Leg, NewTransfer, Transfer};
+use crate::transfer_pack::{self, PackFill};
 
 /// How a batch treats a failing transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +61,8 @@ pub(crate) enum Op {
 
 impl Op {
     /// An upper bound on the store items the op writes apart from account heads and entry
-    /// pages of the accounts its legs name, which [`ItemBudget`] counts once per batch. For ops
+    /// pages of the accounts its legs name, and the packs of the transfers it creates, which
+    /// [`ItemBudget`] counts once per batch. For ops
     /// whose accounts are known only once their transfer is read (post, void, expiry, reversal),
     /// their heads and pages are in here. `store_max` is the store's transaction limit: a
     /// reversal writes as many items as the transfer it reverses did (a head and an entry page
@@ -68,8 +70,8 @@ impl Op {
     /// the same limit, so its bound is the limit at most.
     fn items_besides_legs(&self, store_max: usize) -> usize {
         const IDEMPOTENCY: usize = 1;
-        // The transfer and, for a hold, its hold-expiry row.
-        let transfer = |t: &NewTransfer| 1 + usize::from(t.hold_timeout_s.is_some());
+        // For a hold, its hold-expiry row (the transfer goes in a pack).
+        let transfer = |t: &NewTransfer| usize::from(t.hold_timeout_s.is_some());
         let items = IDEMPOTENCY
             + match self {
                 // Head, list row, external reference, tenant registry.
@@ -77,9 +79,10 @@ impl Op {
                 Op::SetStatus { .. } => 1,
                 Op::Transfer(t) => transfer(t),
                 Op::Batch { transfers, .. } => transfers.iter().map(transfer).sum(),
-                // Two heads, two entry pages, the transfer, its expiry row.
+                // Two heads, two entry pages, the transfer's own item, its expiry row.
                 Op::Post { .. } | Op::Void { .. } | Op::ExpireHold { .. } => 6,
-                // Up to LEGS_MAX heads and entry pages, the new transfer and the original.
+                // Up to LEGS_MAX heads and entry pages, the new transfer's pack and the
+                // original's own item.
                 Op::Reverse { .. } => 2 * crate::limits::LEGS_MAX + 2,
             };
         match self {
@@ -90,12 +93,17 @@ impl Op {
 
     /// The legs whose accounts the op writes (head and entries), where the op names them.
     fn legs(&self) -> impl Iterator<Item = &Leg> {
+        self.new_transfers().flat_map(|t| t.legs().iter())
+    }
+
+    /// The transfers the op creates from a request (not a reversal's, made from its original).
+    fn new_transfers(&self) -> impl Iterator<Item = &NewTransfer> {
         let (one, many): (Option<&NewTransfer>, &[NewTransfer]) = match self {
             Op::Transfer(t) => (Some(t), &[]),
             Op::Batch { transfers, .. } => (None, transfers),
             _ => (None, &[]),
         };
-        one.into_iter().chain(many).flat_map(|t| t.legs().iter())
+        one.into_iter().chain(many)
     }
 
     /// A digest of the op: the same key with another op is refused. SHA-256 over a domain
@@ -160,19 +168,25 @@ impl Command {
 /// that the batch stays within the store's transaction limit. The planner writes an account's
 /// head once per batch, and its entries in pages of up to [`ENTRY_PAGE_LEN_MAX`], so each
 /// account the batch's legs name counts two items (head and page) however many legs name it,
-/// plus a page for every [`ENTRY_PAGE_LEN_MAX`] legs; everything else counts per command.
+/// plus a page for every [`ENTRY_PAGE_LEN_MAX`] legs. New transfers count by the packs they
+/// fill (`transfer_pack`); everything else counts per command.
 #[derive(Debug, Default)]
 pub(crate) struct ItemBudget {
     others: usize,
     accounts: HashMap<TenantId, HashSet<AccountId, KeyHasher>>,
     account_count: usize,
     legs: usize,
+    /// Each tenant's transfer pack as the planner will fill it (the same rule, in the same
+    /// order: a command the planner refuses or replays only leaves packs emptier).
+    packs: HashMap<TenantId, PackFill>,
 }
 
 /// What one command adds to an [`ItemBudget`].
 pub(crate) struct ItemCost<'a> {
     others: usize,
     tenant: &'a TenantId,
+    /// The tenant's pack after the command's transfers.
+    fill: PackFill,
     new_accounts: HashSet<AccountId, KeyHasher>,
     legs: usize,
 }
@@ -194,9 +208,20 @@ impl ItemBudget {
                 new_accounts.insert(leg.account);
             }
         }
+        let mut fill = self.packs.get(&command.tenant).copied().unwrap_or_default();
+        let mut packs = 0;
+        for new in command.op.new_transfers() {
+            packs += usize::from(fill.add(transfer_pack::record_bytes(new)));
+        }
+        if matches!(command.op, Op::Reverse { .. }) {
+            // Its pack is counted in its own bound; its size is unknown here, so the next
+            // transfer is counted in a pack of its own.
+            fill = PackFill::full();
+        }
         ItemCost {
-            others: command.op.items_besides_legs(store_max),
+            others: command.op.items_besides_legs(store_max) + packs,
             tenant: &command.tenant,
+            fill,
             new_accounts,
             legs,
         }
@@ -210,6 +235,7 @@ impl ItemBudget {
     /// Adds a command's cost.
     pub fn add(&mut self, cost: ItemCost<'_>) {
         self.others += cost.others;
+        self.packs.insert(cost.tenant.clone(), cost.fill);
         self.legs += cost.legs;
         self.account_count += cost.new_accounts.len();
         self.accounts

@@ -154,6 +154,24 @@ prefixed_id!(
     "xfer_"
 );
 
+impl TransferId {
+    /// Low bits of a transfer id that number it within its pack (see `transfer_pack.rs`): the
+    /// transfers one batch creates for one tenant share the other 108 bits, and so the first
+    /// 22 characters of the ULID.
+    pub const PACK_INDEX_BITS: u32 = 20;
+
+    /// The id of the pack's first transfer (index 0), which names the pack.
+    pub fn pack_base(&self) -> TransferId {
+        TransferId(Ulid(self.0.0 & !((1u128 << Self::PACK_INDEX_BITS) - 1)))
+    }
+
+    /// Transfer `index` of the pack `base` names.
+    pub fn in_pack(base: TransferId, index: u32) -> TransferId {
+        let index = u128::from(index) & ((1u128 << Self::PACK_INDEX_BITS) - 1);
+        TransferId(Ulid(base.pack_base().0.0 | index))
+    }
+}
+
 /// A client's `Idempotency-Key`: 1 to [`IDEMPOTENCY_KEY_LEN_MAX`] visible ASCII characters.
 /// Scoped by tenant: two tenants may use the same key independently.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -184,6 +202,8 @@ impl fmt::Debug for IdempotencyKey {
 #[derive(Debug, Default)]
 pub struct IdGen {
     inner: Mutex<ulid::Generator>,
+    /// The last pack base handed out.
+    last_pack: Mutex<u128>,
 }
 
 impl IdGen {
@@ -212,6 +232,23 @@ impl IdGen {
     /// A new transfer id.
     pub fn transfer(&self, now: Timestamp) -> TransferId {
         TransferId(self.next(now))
+    }
+
+    /// A new transfer pack: the id of its transfer 0 (see [`TransferId::in_pack`]). Bases sort
+    /// in creation order within this process and never repeat; across processes their 60
+    /// random bits keep them apart.
+    pub fn transfer_pack(&self, now: Timestamp) -> TransferId {
+        let step = 1u128 << TransferId::PACK_INDEX_BITS;
+        let mut base = self.next(now).0 & !(step - 1);
+        let mut last = self
+            .last_pack
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if base <= *last {
+            base = last.saturating_add(step);
+        }
+        *last = base;
+        TransferId(Ulid(base))
     }
 }
 

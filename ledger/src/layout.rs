@@ -6,7 +6,9 @@
 //! | account entry page | `T#{tenant}#A#{account}` | `E#{at_us:020}#{first_seq:020}` |
 //! | account list | `T#{tenant}#ACCOUNTS` | `{account}` |
 //! | external reference | `T#{tenant}#REF` | `{external_ref}` |
-//! | transfer | `T#{tenant}#TRANSFERS` | `{transfer}` |
+//! | transfer pack | `T#{tenant}#TRANSFERS` | `{first transfer, without its last 4 characters}` |
+//! | transfer, as changed after its pack | `T#{tenant}#X#{transfer}` | `STATE` |
+//! | transfer (builds before packs) | `T#{tenant}#TRANSFERS` | `{transfer}` |
 //! | idempotency record | `T#{tenant}#IDEM#{key}` | `IDEM` |
 //! | hold expiry | `HOLDS#{shard:02}` | `{expires_at_us:020}#{tenant}#{transfer}` |
 //! | tenant registry | `TENANTS` | `{tenant}` |
@@ -115,7 +117,28 @@ pub fn transfers(tenant: &TenantId) -> String {
     tenant_prefix(tenant, "TRANSFERS", 0)
 }
 
-/// A transfer.
+/// The pack holding a transfer: its sort key is the pack's common id prefix, so a pack sorts
+/// among single transfers by its ids (`transfer_pack.rs`).
+pub fn transfer_pack(tenant: &TenantId, transfer: &TransferId) -> Key {
+    let mut sk = String::with_capacity(TransferId::TEXT_LEN);
+    transfer.pack_base().push_to(&mut sk);
+    sk.truncate(TransferId::TEXT_LEN - PACK_INDEX_CHARS);
+    Key::new(transfers(tenant), sk)
+}
+
+/// Characters at the end of a transfer id's text that its pack index spans (20 bits).
+const PACK_INDEX_CHARS: usize = 4;
+
+/// A transfer as changed after the batch that created it (posted, voided, reversed): it
+/// supersedes the transfer's copy in its pack. One partition per transfer, like idempotency
+/// records, so changes spread over the table.
+pub fn transfer_state(tenant: &TenantId, transfer: &TransferId) -> Key {
+    let mut pk = tenant_prefix(tenant, "X#", TransferId::TEXT_LEN);
+    transfer.push_to(&mut pk);
+    Key::new(pk, "STATE")
+}
+
+/// A transfer as builds before packs stored it (also where they changed it).
 pub fn transfer(tenant: &TenantId, transfer: &TransferId) -> Key {
     let mut sk = String::with_capacity(TransferId::TEXT_LEN);
     transfer.push_to(&mut sk);

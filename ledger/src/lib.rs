@@ -31,6 +31,7 @@ mod service;
 pub mod store;
 pub mod time;
 pub mod transfer;
+mod transfer_pack;
 pub mod trial;
 
 pub use account::{

@@ -36,6 +36,11 @@ pub const BATCH_TRANSFERS_MAX: usize = 1000;
 /// see `history`); a transaction with more writes several pages. At under 100 bytes an entry, a
 /// page stays far below DynamoDB's 400 KB item limit.
 pub const ENTRY_PAGE_LEN_MAX: usize = 256;
+/// Most transfers in one pack (`transfer_pack.rs`); below 2^20, the ids a pack can number.
+pub const TRANSFER_PACK_LEN_MAX: usize = 256;
+/// Most bytes of transfer records in one pack: far below DynamoDB's 400 KB item, with room
+/// for a transfer of the pack to grow when this batch also posts or reverses it.
+pub const TRANSFER_PACK_BYTES_MAX: usize = 64 << 10;
 /// Most entry pages a history listing reads from the store at a time.
 pub const HISTORY_ITEMS_PER_READ: usize = 64;
 

@@ -29,6 +29,7 @@ use crate::time::Timestamp;
 use crate::transfer::{
     Entry, EntryKind, Hold, Leg, NewTransfer, Transfer, TransferState, VoidReason,
 };
+use crate::transfer_pack;
 
 /// The items read for a batch: `None` for keys that do not exist.
 pub(crate) type Snapshot = Map<Key, Option<Item>>;
@@ -97,7 +98,12 @@ pub(crate) struct Planner<'a> {
     ids: &'a IdGen,
     reads: &'a Snapshot,
     accounts: Map<Key, Slot<Account>>,
+    /// Keyed by each transfer's own item (`layout::transfer_state`).
     transfers: Map<Key, Slot<Transfer>>,
+    /// Transfers this batch creates (written in packs, not to their own items), by that key.
+    created: Map<Key, TenantId>,
+    /// Each tenant's pack being filled: its base id, the next index, how full it is.
+    packs: Map<TenantId, (TransferId, u32, transfer_pack::PackFill)>,
     idempotency: Map<Key, IdempotencyRecord>,
     /// Balances of the account heads as read, for the final balance check.
     read_balances: Map<Key, Balances>,
@@ -132,10 +138,21 @@ pub(crate) fn first_reads(commands: &[Command]) -> Vec<Key> {
             Op::Post { transfer, .. }
             | Op::Void { transfer }
             | Op::Reverse { transfer, .. }
-            | Op::ExpireHold { transfer } => keys.push(layout::transfer(t, transfer)),
+            | Op::ExpireHold { transfer } => keys.extend(transfer_pack::keys(t, transfer)),
         }
     }
     dedup(keys)
+}
+
+/// The stored transfer `id` among the items read (see [`transfer_pack::find`]).
+fn stored_transfer(
+    reads: &Snapshot,
+    tenant: &TenantId,
+    id: &TransferId,
+) -> Result<Option<(Transfer, Option<u64>)>, Error> {
+    let [a, b, c] =
+        transfer_pack::keys(tenant, id).map(|key| reads.get(&key).and_then(Option::as_ref));
+    transfer_pack::find(id, [a, b, c])
 }
 
 /// The accounts of the transfers that post, void, reverse and expire commands name.
@@ -149,8 +166,7 @@ pub(crate) fn second_reads(commands: &[Command], reads: &Snapshot) -> Result<Vec
             | Op::ExpireHold { transfer } => transfer,
             _ => continue,
         };
-        if let Some(Some(item)) = reads.get(&layout::transfer(&cmd.tenant, transfer)) {
-            let t: Transfer = decode(item)?;
+        if let Some((t, _)) = stored_transfer(reads, &cmd.tenant, transfer)? {
             keys.extend(
                 t.legs
                     .iter()
@@ -186,6 +202,8 @@ impl<'a> Planner<'a> {
             reads,
             accounts: Map::default(),
             transfers: Map::default(),
+            created: Map::default(),
+            packs: Map::default(),
             idempotency: Map::default(),
             read_balances: Map::default(),
             writes: BTreeMap::new(),
@@ -264,16 +282,38 @@ impl<'a> Planner<'a> {
                 Condition::NotExists,
             ));
         }
+        // Transfers created here go in packs (`transfer_pack`), one per tenant and pack base.
+        let mut packs: BTreeMap<Key, Vec<Transfer>> = BTreeMap::new();
         for (key, slot) in self.transfers.into_iter().filter(|(_, s)| s.dirty) {
-            // A transfer created here has a fresh id, and its legs change account heads under
-            // version conditions in this same transaction: those already rule out a second
-            // application, so the store need not look the new key up first.
-            ops.extend(head(
-                key,
-                slot.value.as_ref().map(encode).as_deref(),
-                slot.read_version,
-                Condition::None,
-            ));
+            match (self.created.get(&key), slot.value) {
+                (Some(tenant), Some(transfer)) => packs
+                    .entry(layout::transfer_pack(tenant, &transfer.id))
+                    .or_default()
+                    .push(transfer),
+                // A transfer changed after its batch: its own item, new (the first change) or
+                // at the version read.
+                (None, value) => ops.extend(head(
+                    key,
+                    value.as_ref().map(encode).as_deref(),
+                    slot.read_version,
+                    Condition::NotExists,
+                )),
+                (Some(_), None) => {}
+            }
+        }
+        // A pack has a fresh base id, and its transfers' legs change account heads under version
+        // conditions in this same transaction: those already rule out a second application, so
+        // the store need not look the new key up first.
+        for (key, mut transfers) in packs {
+            transfers.sort_by_key(|t| t.id);
+            ops.push(WriteOp::Put {
+                item: Item {
+                    key,
+                    version: 1,
+                    body: transfer_pack::encode_pack(&transfers),
+                },
+                condition: Condition::None,
+            });
         }
         // An account's entries go in pages keyed by a sequence number of the account, whose head
         // this same transaction writes under a version condition: that condition already rules
@@ -511,7 +551,7 @@ impl<'a> Planner<'a> {
             }
             accounts.push(account);
         }
-        let id = self.ids.transfer(self.now);
+        let id = self.new_transfer_id(tenant, new);
         let hold = new.hold_timeout_s.map(|s| Hold {
             expires_at: self.now.plus(std::time::Duration::from_secs(s)),
             posted_amount: None,
@@ -565,12 +605,32 @@ impl<'a> Planner<'a> {
                 encode(&id),
             );
         }
-        let key = layout::transfer(tenant, &id);
+        let key = layout::transfer_state(tenant, &id);
         self.transfers
             .entry(key.clone())
             .or_insert(Slot::new_record());
+        self.created.insert(key.clone(), tenant.clone());
         self.top().transfers.insert(key, transfer.clone());
         Ok(transfer)
+    }
+
+    /// The id of a transfer this batch creates for `tenant`: the next in the tenant's pack, or
+    /// the first of a new pack when that one is full by count or bytes. An id a refused command
+    /// took is not reused: its pack just has a gap.
+    fn new_transfer_id(&mut self, tenant: &TenantId, new: &NewTransfer) -> TransferId {
+        let bytes = transfer_pack::record_bytes(new);
+        if let Some((base, next, fill)) = self.packs.get_mut(tenant)
+            && !fill.add(bytes)
+        {
+            let id = TransferId::in_pack(*base, *next);
+            *next += 1;
+            return id;
+        }
+        let base = self.ids.transfer_pack(self.now);
+        let mut fill = transfer_pack::PackFill::default();
+        fill.add(bytes);
+        self.packs.insert(tenant.clone(), (base, 1, fill));
+        TransferId::in_pack(base, 0)
     }
 
     fn post(
@@ -810,31 +870,23 @@ impl<'a> Planner<'a> {
     }
 
     fn transfer(&mut self, tenant: &TenantId, id: &TransferId) -> Result<Option<Transfer>, Fail> {
-        let key = layout::transfer(tenant, id);
+        let key = layout::transfer_state(tenant, id);
         for layer in self.layers.iter().rev() {
             if let Some(transfer) = layer.transfers.get(&key) {
                 return Ok(Some(transfer.clone()));
             }
         }
         if !self.transfers.contains_key(&key) {
-            let item = self.read(&key)?;
-            let value = match item {
-                Some(item) => {
-                    let transfer: Transfer =
-                        decode(item).map_err(|e| Fail::Fatal(e.to_string()))?;
-                    if transfer.id != *id {
-                        return Err(Fail::Fatal(format!(
-                            "item {key:?} holds transfer {}",
-                            transfer.id
-                        )));
-                    }
-                    Some(transfer)
-                }
-                None => None,
+            let [a, b, c] = transfer_pack::keys(tenant, id);
+            let items = [self.read(&a)?, self.read(&b)?, self.read(&c)?];
+            let found = transfer_pack::find(id, items).map_err(|e| Fail::Fatal(e.to_string()))?;
+            let (value, read_version) = match found {
+                Some((transfer, version)) => (Some(transfer), version),
+                None => (None, None),
             };
             let slot = Slot {
                 value,
-                read_version: item.map(|i| i.version),
+                read_version,
                 dirty: false,
             };
             self.transfers.insert(key.clone(), slot);
@@ -889,7 +941,7 @@ impl<'a> Planner<'a> {
     }
 
     fn put_transfer(&mut self, tenant: &TenantId, transfer: Transfer) {
-        let key = layout::transfer(tenant, &transfer.id);
+        let key = layout::transfer_state(tenant, &transfer.id);
         self.top().transfers.insert(key, transfer);
     }
 

@@ -28,6 +28,7 @@ use crate::money::Amount;
 use crate::store::{Condition, Item, Query, Store, StoreError, WriteOp};
 use crate::time::{Clock, Timestamp};
 use crate::transfer::{Entry, NewTransfer, Transfer};
+use crate::transfer_pack;
 use crate::trial::{self, TrialBalance};
 
 /// Everything the ledger needs besides a store and a clock.
@@ -450,30 +451,87 @@ impl Ledger {
         })
     }
 
-    /// One transfer.
+    /// One transfer: its own item once changed, else its copy in its pack (`transfer_pack`).
     pub async fn get_transfer(&self, tenant: &TenantId, id: &TransferId) -> Result<Transfer> {
-        let item = self
+        let items = self
             .store()?
-            .get(layout::transfer(tenant, id))
-            .await?
-            .ok_or(Error::NotFound)?;
-        decode(&item)
+            .get_many(transfer_pack::keys(tenant, id).to_vec())
+            .await?;
+        let [a, b, c] = [0, 1, 2].map(|i| items.get(i).and_then(Option::as_ref));
+        transfer_pack::find(id, [a, b, c])?
+            .map(|(transfer, _)| transfer)
+            .ok_or(Error::NotFound)
     }
 
-    /// A tenant's transfers, oldest first.
+    /// A tenant's transfers, oldest first (or newest first). The listing reads packs (and the
+    /// single items of older builds) in key order, which is id order, expands them, and takes
+    /// the newer copy of any transfer changed since its pack. The cursor is the last transfer
+    /// id handed out.
     pub async fn list_transfers(
         &self,
         tenant: &TenantId,
         page: PageRequest,
     ) -> Result<Listing<Transfer>> {
         let cursors = self.cursor_key().await?;
-        let query = list_query(layout::transfers(tenant), "xfer_", &page, cursors)?;
-        let found = self.store()?.query(query.clone()).await?;
-        let items = found.items.iter().map(decode).collect::<Result<_>>()?;
-        Ok(Listing {
-            items,
-            next_cursor: found.next.map(|sk| cursors.encode(&query.pk, &sk)),
-        })
+        let listed = list_query(layout::transfers(tenant), "xfer_", &page, cursors)?;
+        let limit = listed.limit;
+        let descending = listed.descending;
+        let after: Option<TransferId> = listed
+            .after
+            .as_deref()
+            .map(|sk| sk.parse().map_err(|_| Error::InvalidCursor))
+            .transpose()?;
+        let mut query = Query {
+            after: None,
+            ..listed
+        };
+        // The cursor's pack may hold transfers on both sides of it: read from (or down to) the
+        // pack, and skip what the cursor already passed.
+        if let Some(id) = &after {
+            if descending {
+                query.to = id.to_string();
+            } else {
+                query.from = layout::transfer_pack(tenant, id).sk;
+            }
+        }
+        let passed =
+            |id: &TransferId| after.is_some_and(|a| if descending { *id >= a } else { *id <= a });
+        let store = self.store()?;
+        let mut items: Vec<Transfer> = Vec::new();
+        loop {
+            let found = store.query(query.clone()).await?;
+            for item in &found.items {
+                let mut transfers = transfer_pack::expand(item)?;
+                if descending {
+                    transfers.reverse();
+                }
+                items.extend(transfers.into_iter().filter(|t| !passed(&t.id)));
+            }
+            match found.next {
+                Some(sk) if items.len() <= limit => query.after = Some(sk),
+                _ => break,
+            }
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let states = store
+            .get_many(
+                items
+                    .iter()
+                    .map(|t| layout::transfer_state(tenant, &t.id))
+                    .collect(),
+            )
+            .await?;
+        for (transfer, state) in items.iter_mut().zip(states) {
+            if let Some(item) = state {
+                *transfer = decode(&item)?;
+            }
+        }
+        let next_cursor = match (more, items.last()) {
+            (true, Some(last)) => Some(cursors.encode(&query.pk, &last.id.to_string())),
+            _ => None,
+        };
+        Ok(Listing { items, next_cursor })
     }
 
     /// An account's history: entries with the balances after each.

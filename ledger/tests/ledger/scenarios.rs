@@ -10,6 +10,7 @@ mod history;
 mod holds;
 mod idempotency;
 mod items;
+mod packs;
 mod restart;
 mod reversals;
 mod tenancy;

@@ -131,7 +131,7 @@ async fn a_batch_fits_one_transaction_by_the_accounts_it_names() {
     let process = Process::spawn(dir.path(), &settings);
     let api = process.api("acme");
     let mut accounts = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..50 {
         accounts.push(api.account("USD", "debit", "none").await);
     }
     let batch = |pairs: Vec<(usize, usize)>| {
@@ -141,32 +141,34 @@ async fn a_batch_fits_one_transaction_by_the_accounts_it_names() {
             .collect();
         json!({ "transfers": transfers })
     };
-    // 19 transfers between 38 accounts: 1 key + 19 transfers + 38 heads + 38 pages = 96.
-    let spread = batch((0..19).map(|i| (i, i + 19)).collect());
+    // 24 transfers between 48 accounts: 1 key + 1 pack of 24 transfers + 48 heads + 48 pages
+    // = 98.
+    let spread = batch((0..24).map(|i| (i, i + 24)).collect());
     api.post("/v1/transfers/batch", &unique_key("fits"), &spread)
         .await
         .expect(201);
-    // 20 between 40: 101, refused whole.
-    let over = batch((0..20).map(|i| (i, i + 20)).collect());
+    // 25 between 50: 102, refused whole.
+    let over = batch((0..25).map(|i| (i, i + 25)).collect());
     let refused = api
         .post("/v1/transfers/batch", &unique_key("over"), &over)
         .await;
     refused.expect_problem(422, "too-large");
     assert_eq!(
         (refused.json["items"].clone(), refused.json["max"].clone()),
-        (json!(101), json!(100))
+        (json!(102), json!(100))
     );
     assert_eq!(
         api.list_all("/v1/transfers").await.len(),
-        19,
+        24,
         "nothing posts"
     );
-    // 40 among 10 accounts: 1 + 40 + 10 + 10 = 61, where a head and an entry per leg would be 201.
+    // 40 among 10 accounts: 1 + 1 + 10 + 10 = 22, where an item per transfer and a head and an
+    // entry per leg would be 201.
     let hot = batch((0..40).map(|i| (i % 10, (i + 1) % 10)).collect());
     api.post("/v1/transfers/batch", &unique_key("hot"), &hot)
         .await
         .expect(201);
-    assert_eq!(api.list_all("/v1/transfers").await.len(), 59);
+    assert_eq!(api.list_all("/v1/transfers").await.len(), 64);
     let first = api.get_account(&accounts[0]).await;
     assert_eq!(first["entry_count"], json!(1 + 8));
     api.assert_balanced().await;

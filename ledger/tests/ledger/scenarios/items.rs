@@ -92,10 +92,13 @@ async fn a_batch_writes_one_entry_page_per_account_it_touches() {
     let keys: BTreeSet<Key> = written[0].iter().cloned().collect();
     assert_eq!(keys.len(), written[0].len(), "no key twice");
 
-    let mut want = BTreeSet::from([layout::idempotency(&acme, &key)]);
-    for t in &created {
-        want.insert(layout::transfer(&acme, &t.as_ref().unwrap().id));
-    }
+    // The eleven transfers: one pack, their ids differing in the last 20 bits only.
+    let ids: Vec<_> = created.iter().map(|t| t.as_ref().unwrap().id).collect();
+    assert!(ids.iter().all(|id| id.pack_base() == ids[0].pack_base()));
+    let mut want = BTreeSet::from([
+        layout::idempotency(&acme, &key),
+        layout::transfer_pack(&acme, &ids[0]),
+    ]);
     // Each touched account: its head, and one page holding this batch's entries on it.
     for (account, first_seq) in [(cash, 1), (shop, 1), (tip, 1)] {
         let head = h.get(&acme, account).await;
@@ -103,7 +106,7 @@ async fn a_batch_writes_one_entry_page_per_account_it_touches() {
         want.insert(layout::entry(&acme, &account, head.updated_at, first_seq));
     }
     assert_eq!(keys, want);
-    assert_eq!(keys.len(), 1 + 11 + 3 + 3);
+    assert_eq!(keys.len(), 1 + 1 + 3 + 3);
 
     // The pages read back as the entries, one by one.
     let history = h.history(&acme, cash).await;
@@ -118,7 +121,7 @@ const DYNAMODB_ACTIONS: usize = 100;
 async fn a_batch_fits_a_100_item_store_by_the_accounts_it_names_not_its_legs() {
     let (h, transactions) = recorded(Some(DYNAMODB_ACTIONS));
     let acme = tenant("acme");
-    let accounts = h.cash_accounts(&acme, 40).await;
+    let accounts = h.cash_accounts(&acme, 50).await;
     let before = transactions.lock().unwrap().len();
     let batch = |pairs: Vec<(usize, usize)>| {
         pairs
@@ -127,8 +130,8 @@ async fn a_batch_fits_a_100_item_store_by_the_accounts_it_names_not_its_legs() {
             .collect::<Vec<_>>()
     };
 
-    // 40 transfers among 10 accounts: key 1 + 40 transfers + 10 heads + 10 pages = 61 items,
-    // where counting a head and an entry per leg would make it 201.
+    // 40 transfers among 10 accounts: key 1 + 1 pack of 40 transfers + 10 heads + 10 pages =
+    // 22 items, where an item per transfer and a head and an entry per leg would make 201.
     let hot = batch((0..40).map(|i| (i % 10, (i + 1) % 10)).collect());
     let created = fresh(
         h.ledger
@@ -136,22 +139,22 @@ async fn a_batch_fits_a_100_item_store_by_the_accounts_it_names_not_its_legs() {
             .await,
     );
     assert_eq!(created.len(), 40);
-    // 24 transfers over 48 distinct accounts would be 1 + 24 + 96 = 121; 19 over 38: 96.
-    let spread = batch((0..19).map(|i| (i, i + 19)).collect());
+    // 24 transfers over 48 distinct accounts: 1 + 1 + 96 = 98.
+    let spread = batch((0..24).map(|i| (i, i + 24)).collect());
     let created = fresh(
         h.ledger
             .create_batch(&acme, h.key(), BatchMode::Atomic, spread)
             .await,
     );
-    assert_eq!(created.len(), 19);
+    assert_eq!(created.len(), 24);
     let sizes: Vec<usize> = transactions.lock().unwrap()[before..]
         .iter()
         .map(Vec::len)
         .collect();
-    assert_eq!(sizes, vec![61, 96]);
+    assert_eq!(sizes, vec![22, 98]);
 
-    // 20 transfers over 40 accounts: 1 + 20 + 80 = 101, one too many: refused, nothing written.
-    let too_many = batch((0..20).map(|i| (i, i + 20)).collect());
+    // 25 transfers over 50 accounts: 1 + 1 + 100 = 102: refused, nothing written.
+    let too_many = batch((0..25).map(|i| (i, i + 25)).collect());
     let refused = h
         .ledger
         .create_batch(&acme, h.key(), BatchMode::Atomic, too_many)
@@ -159,7 +162,7 @@ async fn a_batch_fits_a_100_item_store_by_the_accounts_it_names_not_its_legs() {
     assert_eq!(
         failure(refused),
         Failure::Rejected(Rejection::TooLarge {
-            items: 101,
+            items: 102,
             max: DYNAMODB_ACTIONS
         })
     );
@@ -193,7 +196,12 @@ async fn concurrent_transfers_share_transactions_within_100_items() {
     let written = transactions.lock().unwrap()[before..].to_vec();
     assert!(written.iter().all(|t| t.len() <= DYNAMODB_ACTIONS));
     let items: usize = written.iter().map(Vec::len).sum();
-    // Each transfer: its key, itself, a hold its expiry row; heads and pages once per batch.
-    let floor = 300 * 2 + 300_usize.div_ceil(7);
-    assert!(items >= floor && items <= floor + 20 * written.len());
+    // Each transfer: its key, a hold its expiry row; per transaction a pack, and the heads and
+    // pages of at most ten accounts.
+    let floor = 300 + 300_usize.div_ceil(7);
+    assert!(
+        items >= floor + written.len() && items <= floor + 21 * written.len(),
+        "{items} items in {} transactions",
+        written.len()
+    );
 }

@@ -1,0 +1,129 @@
+//! Transfer packs: the transfers one batch creates for one tenant, stored as one item.
+//!
+//! A transfer record is small (about 100 bytes) and DynamoDB bills a transactional write by
+//! the kilobyte, at least one: one item per transfer costs 2 write units for 100 bytes. So the
+//! committer gives the transfers a batch creates for a tenant ids that share all but their
+//! last 20 bits (`TransferId::in_pack`), and writes them as one pack, keyed by that common
+//! prefix (`layout::transfer_pack`): a transfer's id says where it is, and a pack of forty
+//! costs what its bytes cost.
+//!
+//! A pack is written once. A later change to one of its transfers (a hold posted or voided, a
+//! transfer reversed) writes the whole transfer to its own item (`layout::transfer_state`),
+//! which supersedes the pack's copy: conditioned on not existing for the first change, on its
+//! version after that, so two writers cannot both change a transfer. Transfers stored one per
+//! item by earlier builds (`layout::transfer`) are read where they are and changed the same way.
+//!
+//! Packs sort among themselves and among older single items by their ids, so a listing reads
+//! them in order and expands each.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{FORMAT_TRANSFER_PACK_V1, decode, decode_as, encode_as};
+use crate::error::Error;
+use crate::ids::{TenantId, TransferId};
+use crate::layout;
+use crate::limits::{TRANSFER_PACK_BYTES_MAX, TRANSFER_PACK_LEN_MAX};
+use crate::store::{Item, Key};
+use crate::transfer::{NewTransfer, Transfer};
+
+/// How a batch fills a tenant's packs, one new transfer after another: the rule the planner
+/// assigns ids by and the committer's item budget counts by. A pack takes transfers until it
+/// holds `TRANSFER_PACK_LEN_MAX` or the next would take it past `TRANSFER_PACK_BYTES_MAX`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PackFill {
+    len: usize,
+    bytes: usize,
+}
+
+impl PackFill {
+    /// Adds a transfer of about `bytes`; returns whether it starts a new pack.
+    pub(crate) fn add(&mut self, bytes: usize) -> bool {
+        if self.len > 0
+            && self.len < TRANSFER_PACK_LEN_MAX
+            && self.bytes.saturating_add(bytes) <= TRANSFER_PACK_BYTES_MAX
+        {
+            self.len += 1;
+            self.bytes += bytes;
+            false
+        } else {
+            *self = PackFill { len: 1, bytes };
+            true
+        }
+    }
+
+    /// A fill no transfer can join: the next one starts a new pack.
+    pub(crate) fn full() -> PackFill {
+        PackFill {
+            len: TRANSFER_PACK_LEN_MAX,
+            bytes: 0,
+        }
+    }
+}
+
+/// About how many bytes the record of a transfer created from `new` takes in a pack: the
+/// request's fields and, at most, its id, state, hold, links and times.
+pub(crate) fn record_bytes(new: &NewTransfer) -> usize {
+    postcard::to_allocvec(new).map_or(0, |b| b.len()) + 128
+}
+
+/// The transfers of one pack, in id order.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pack(Vec<Transfer>);
+
+/// Encodes a pack's transfers (in id order).
+pub(crate) fn encode_pack(transfers: &[Transfer]) -> Vec<u8> {
+    encode_as(FORMAT_TRANSFER_PACK_V1, transfers)
+}
+
+/// The keys that may hold a transfer, most recent first: its own item once changed, its pack,
+/// the single item of builds before packs.
+pub(crate) fn keys(tenant: &TenantId, id: &TransferId) -> [Key; 3] {
+    [
+        layout::transfer_state(tenant, id),
+        layout::transfer_pack(tenant, id),
+        layout::transfer(tenant, id),
+    ]
+}
+
+/// The transfers an item of the transfer listing holds: a pack's, or one single transfer.
+pub(crate) fn expand(item: &Item) -> Result<Vec<Transfer>, Error> {
+    match item.body.first() {
+        Some(&FORMAT_TRANSFER_PACK_V1) => {
+            let pack: Pack = decode_as(FORMAT_TRANSFER_PACK_V1, item)?;
+            Ok(pack.0)
+        }
+        _ => Ok(vec![decode(item)?]),
+    }
+}
+
+/// A transfer as stored: found by [`keys`] among `items` (each `None` when absent), with the
+/// version of its own item when it has one.
+pub(crate) fn find(
+    id: &TransferId,
+    items: [Option<&Item>; 3],
+) -> Result<Option<(Transfer, Option<u64>)>, Error> {
+    let [state, pack, single] = items;
+    let check = |transfer: Transfer, item: &Item| {
+        if transfer.id == *id {
+            Ok(transfer)
+        } else {
+            Err(Error::Corrupt(format!(
+                "item {:?} holds transfer {}, not {id}",
+                item.key, transfer.id
+            )))
+        }
+    };
+    if let Some(item) = state {
+        return Ok(Some((check(decode(item)?, item)?, Some(item.version))));
+    }
+    if let Some(item) = pack {
+        let found = expand(item)?.into_iter().find(|t| t.id == *id);
+        if let Some(transfer) = found {
+            return Ok(Some((transfer, None)));
+        }
+    }
+    match single {
+        Some(item) => Ok(Some((check(decode(item)?, item)?, None))),
+        None => Ok(None),
+    }
+}
