@@ -29,7 +29,7 @@ use crate::time::Timestamp;
 use crate::transfer::{
     Entry, EntryKind, Hold, Leg, NewTransfer, Transfer, TransferState, VoidReason,
 };
-use crate::transfer_pack;
+use crate::transfer_pack::{self, Home};
 
 /// The items read for a batch: `None` for keys that do not exist.
 pub(crate) type Snapshot = Map<Key, Option<Item>>;
@@ -102,6 +102,8 @@ pub(crate) struct Planner<'a> {
     transfers: Map<Key, Slot<Transfer>>,
     /// Transfers this batch creates (written in packs, not to their own items), by that key.
     created: Map<Key, TenantId>,
+    /// Transfers an earlier build stored one per item, by that key: changed in place.
+    singles: Map<Key, Key>,
     /// Each tenant's pack being filled: its base id, the next index, how full it is.
     packs: Map<TenantId, (TransferId, u32, transfer_pack::PackFill)>,
     idempotency: Map<Key, IdempotencyRecord>,
@@ -149,7 +151,7 @@ fn stored_transfer(
     reads: &Snapshot,
     tenant: &TenantId,
     id: &TransferId,
-) -> Result<Option<(Transfer, Option<u64>)>, Error> {
+) -> Result<Option<(Transfer, Home)>, Error> {
     let [a, b, c] =
         transfer_pack::keys(tenant, id).map(|key| reads.get(&key).and_then(Option::as_ref));
     transfer_pack::find(id, [a, b, c])
@@ -203,6 +205,7 @@ impl<'a> Planner<'a> {
             accounts: Map::default(),
             transfers: Map::default(),
             created: Map::default(),
+            singles: Map::default(),
             packs: Map::default(),
             idempotency: Map::default(),
             read_balances: Map::default(),
@@ -291,9 +294,9 @@ impl<'a> Planner<'a> {
                     .or_default()
                     .push(transfer),
                 // A transfer changed after its batch: its own item, new (the first change) or
-                // at the version read.
+                // at the version read; an earlier build's single item in place.
                 (None, value) => ops.extend(head(
-                    key,
+                    self.singles.get(&key).cloned().unwrap_or(key),
                     value.as_ref().map(encode).as_deref(),
                     slot.read_version,
                     Condition::NotExists,
@@ -881,7 +884,12 @@ impl<'a> Planner<'a> {
             let items = [self.read(&a)?, self.read(&b)?, self.read(&c)?];
             let found = transfer_pack::find(id, items).map_err(|e| Fail::Fatal(e.to_string()))?;
             let (value, read_version) = match found {
-                Some((transfer, version)) => (Some(transfer), version),
+                Some((transfer, Home::Own(version))) => (Some(transfer), Some(version)),
+                Some((transfer, Home::Pack)) => (Some(transfer), None),
+                Some((transfer, Home::Single(version))) => {
+                    self.singles.insert(key.clone(), c);
+                    (Some(transfer), Some(version))
+                }
                 None => (None, None),
             };
             let slot = Slot {

@@ -11,7 +11,8 @@
 //! transfer reversed) writes the whole transfer to its own item (`layout::transfer_state`),
 //! which supersedes the pack's copy: conditioned on not existing for the first change, on its
 //! version after that, so two writers cannot both change a transfer. Transfers stored one per
-//! item by earlier builds (`layout::transfer`) are read where they are and changed the same way.
+//! item by earlier builds (`layout::transfer`) are read and changed where they are, under that
+//! item's version, as those builds change them.
 //!
 //! Packs sort among themselves and among older single items by their ids, so a listing reads
 //! them in order and expands each.
@@ -96,12 +97,22 @@ pub(crate) fn expand(item: &Item) -> Result<Vec<Transfer>, Error> {
     }
 }
 
-/// A transfer as stored: found by [`keys`] among `items` (each `None` when absent), with the
-/// version of its own item when it has one.
+/// Where a transfer was found, and so where a change to it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Home {
+    /// Its own item (`layout::transfer_state`), at this version.
+    Own(u64),
+    /// Only its pack: a change creates its own item.
+    Pack,
+    /// The single item of a build before packs (`layout::transfer`), at this version.
+    Single(u64),
+}
+
+/// A transfer as stored: found by [`keys`] among `items` (each `None` when absent).
 pub(crate) fn find(
     id: &TransferId,
     items: [Option<&Item>; 3],
-) -> Result<Option<(Transfer, Option<u64>)>, Error> {
+) -> Result<Option<(Transfer, Home)>, Error> {
     let [state, pack, single] = items;
     let check = |transfer: Transfer, item: &Item| {
         if transfer.id == *id {
@@ -114,16 +125,19 @@ pub(crate) fn find(
         }
     };
     if let Some(item) = state {
-        return Ok(Some((check(decode(item)?, item)?, Some(item.version))));
+        return Ok(Some((check(decode(item)?, item)?, Home::Own(item.version))));
     }
     if let Some(item) = pack {
         let found = expand(item)?.into_iter().find(|t| t.id == *id);
         if let Some(transfer) = found {
-            return Ok(Some((transfer, None)));
+            return Ok(Some((transfer, Home::Pack)));
         }
     }
     match single {
-        Some(item) => Ok(Some((check(decode(item)?, item)?, None))),
+        Some(item) => Ok(Some((
+            check(decode(item)?, item)?,
+            Home::Single(item.version),
+        ))),
         None => Ok(None),
     }
 }

@@ -167,6 +167,18 @@ async fn a_batch_fits_a_100_item_store_by_the_accounts_it_names_not_its_legs() {
         })
     );
     assert_eq!(transactions.lock().unwrap().len(), before + 2);
+
+    // The largest batch, 1000 transfers, among 10 accounts: 1 + 4 packs of at most 256 + 10
+    // heads + 10 pages = 25 items, in one transaction.
+    let largest = batch((0..1000).map(|i| (i % 10, (i + 3) % 10)).collect());
+    let created = fresh(
+        h.ledger
+            .create_batch(&acme, h.key(), BatchMode::Atomic, largest)
+            .await,
+    );
+    assert_eq!(created.len(), 1000);
+    let written = transactions.lock().unwrap()[before + 2..].to_vec();
+    assert_eq!(written.iter().map(Vec::len).collect::<Vec<_>>(), vec![25]);
 }
 
 #[tokio::test]

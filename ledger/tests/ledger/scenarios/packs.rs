@@ -244,7 +244,8 @@ async fn transfers_stored_one_per_item_by_earlier_builds_are_read_listed_and_cha
     let mut want = vec![before.id, id, after.id];
     want.sort();
     assert_eq!(ids, want);
-    // Changed like any other: its own newer item, once.
+    // Changed once, where it is, as the build that wrote it would change it: under the
+    // item's version, so builds before packs and after contend on the same item.
     let reversal = fresh(
         h.ledger
             .reverse(&acme, h.key(), id, None, Metadata::default())
@@ -263,6 +264,19 @@ async fn transfers_stored_one_per_item_by_earlier_builds_are_read_listed_and_cha
         ),
         Rejection::AlreadyReversed { .. }
     ));
+    let single = store
+        .get(layout::transfer(&acme, &id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(single.version, 2);
+    assert!(
+        store
+            .get(layout::transfer_state(&acme, &id))
+            .await
+            .unwrap()
+            .is_none()
+    );
     let listed: Vec<Transfer> = h.all_transfers(&acme).await;
     assert_eq!(listed.len(), 4);
     let changed: Vec<&Transfer> = listed.iter().filter(|t| t.id == id).collect();
