@@ -294,6 +294,30 @@ mod tests {
     }
 
     #[test]
+    fn pack_ids_share_all_but_their_index_and_packs_never_repeat() {
+        let ids = IdGen::new();
+        let now = Timestamp::from_micros(1_700_000_000_000_000);
+        // Many packs in one millisecond: each new, each after the last.
+        let bases: Vec<TransferId> = (0..1000).map(|_| ids.transfer_pack(now)).collect();
+        assert!(bases.windows(2).all(|w| w[0] < w[1]));
+        let base = bases[0];
+        assert_eq!(base.pack_base(), base);
+        let members: Vec<TransferId> = (0..300).map(|i| TransferId::in_pack(base, i)).collect();
+        assert_eq!(members[0], base);
+        assert!(
+            members
+                .windows(2)
+                .all(|w| w[0] < w[1] && w[1].pack_base() == base)
+        );
+        // They share the text of the id but for its last four characters, and no other pack's
+        // members fall between them.
+        let text = members[299].to_string();
+        assert_eq!(text[..text.len() - 4], base.to_string()[..text.len() - 4]);
+        assert!(bases[1] > members[299]);
+        assert_eq!(text.parse::<TransferId>(), Ok(members[299]));
+    }
+
+    #[test]
     fn idempotency_keys() {
         assert!(IdempotencyKey::new("k-1").is_some());
         assert!(IdempotencyKey::new("").is_none());

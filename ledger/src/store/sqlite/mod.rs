@@ -37,7 +37,8 @@ use self::journal::{JOURNAL_SEGMENT_BYTES, Journal};
 use self::overlay::Overlay;
 use self::schema::{ITEMS_MIGRATIONS, Role, configure, migrate};
 use super::{
-    Condition, Item, Key, Page, Query, Store, StoreError, StoreLimits, WriteOp, check_transaction,
+    Condition, Item, Key, KeyHasher, Page, Query, Store, StoreError, StoreLimits, WriteOp,
+    check_transaction,
 };
 
 /// Most actions in one SQLite transaction. Far above DynamoDB's 100: one atomic batch of 1000
@@ -47,6 +48,8 @@ pub const SQLITE_TRANSACTION_ITEMS_MAX: usize = 65_536;
 pub const SQLITE_ITEM_BYTES_MAX: usize = 8 << 20;
 /// Read-only connections in the pool.
 pub const SQLITE_READERS: usize = 4;
+/// Keys the committer's table reads are kept for at most (see `TableReads`).
+const TABLE_READS_MAX: usize = 1 << 16;
 
 /// Bounds of the journal and the overlay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +88,8 @@ struct Inner {
     next_reader: AtomicUsize,
     writer: Mutex<Writer>,
     shared: Arc<Shared>,
+    /// What the committer's last read found in the items table (see [`TableReads`]).
+    table_reads: Mutex<TableReads>,
     kick: SyncSender<()>,
     materializer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held for the life of the store: one process owns the files.
@@ -101,6 +106,21 @@ struct Shared {
     /// Signalled after each materialization, for writers waiting for room.
     room: (Mutex<()>, Condvar),
     stop: AtomicBool,
+    /// Writes published so far.
+    written: AtomicU64,
+}
+
+/// The versions (`None`: absent) the committer's last read found in the items table, for keys
+/// the overlay did not hold, and how many writes had been published when it began. Until the
+/// next write, the table's answer for those keys stands: only a write changes whether a key
+/// exists and at which version, and a write goes to the overlay first (the materializer copies
+/// it to the table before the overlay lets it go). So the check of a transaction's conditions,
+/// right after the committer read its items, need not ask SQLite again: the keys of fresh
+/// idempotency records, read as absent, are most of what it would ask.
+#[derive(Debug, Default)]
+struct TableReads {
+    written: u64,
+    versions: std::collections::HashMap<Key, Option<u64>, KeyHasher>,
 }
 
 impl Shared {
@@ -178,6 +198,7 @@ impl SqliteStore {
             applied: AtomicU64::new(applied),
             room: (Mutex::new(()), Condvar::new()),
             stop: AtomicBool::new(false),
+            written: AtomicU64::new(0),
         });
         let thread = {
             let shared = shared.clone();
@@ -198,6 +219,7 @@ impl SqliteStore {
                 next_reader: AtomicUsize::new(0),
                 writer,
                 shared,
+                table_reads: Mutex::new(TableReads::default()),
                 kick,
                 materializer: Mutex::new(Some(thread)),
                 _lock: lock,
@@ -379,6 +401,7 @@ fn write(inner: &Inner, ops: Vec<WriteOp>) -> Result<(), StoreError> {
     writer.next_seq += 1;
     let mut overlay = shared.overlay_mut();
     overlay.apply(seq, ops);
+    shared.written.fetch_add(1, Ordering::SeqCst);
     if overlay.active_len() >= shared.options.materialize_items {
         let _ = inner.kick.try_send(());
     }
@@ -423,6 +446,21 @@ fn check_conditions(inner: &Inner, writer: &mut Writer, ops: &[WriteOp]) -> Resu
                 }
                 None => unknown.push((index, op.key())),
             }
+        }
+    }
+    if !unknown.is_empty() {
+        // What the committer just read from the table, if nothing was written since.
+        let reads = inner.table_reads.lock().unwrap_or_else(|p| p.into_inner());
+        if reads.written == inner.shared.written.load(Ordering::SeqCst) {
+            unknown.retain(|(index, key)| match reads.versions.get(*key) {
+                Some(version) => {
+                    if !holds(condition_of(&ops[*index]), *version) {
+                        failed = Some(failed.map_or(*index, |f| f.min(*index)));
+                    }
+                    false
+                }
+                None => true,
+            });
         }
     }
     if !unknown.is_empty() {
@@ -478,6 +516,9 @@ fn get_many(
 ) -> Result<Vec<Option<Item>>, StoreError> {
     let mut out: Vec<Option<Item>> = vec![None; keys.len()];
     let mut unknown: Vec<usize> = Vec::new();
+    // The committer's reads are kept for its condition checks (see `TableReads`).
+    let committer = super::blocking_allowed();
+    let written = inner.shared.written.load(Ordering::SeqCst);
     {
         let overlay = inner.shared.overlay();
         for (i, key) in keys.iter().enumerate() {
@@ -492,6 +533,19 @@ fn get_many(
         for (i, item) in unknown.iter().zip(items::get_all(conn, &wanted)?) {
             out[*i] = item;
         }
+    }
+    if committer {
+        let mut reads = inner.table_reads.lock().unwrap_or_else(|p| p.into_inner());
+        // A batch reads in more than one call; a write in between makes the earlier stale.
+        if reads.written != written || reads.versions.len() > TABLE_READS_MAX {
+            reads.written = written;
+            reads.versions.clear();
+        }
+        reads.versions.extend(
+            unknown
+                .iter()
+                .map(|&i| (keys[i].clone(), out[i].as_ref().map(|item| item.version))),
+        );
     }
     Ok(out)
 }

@@ -323,3 +323,64 @@ async fn a_journal_left_by_an_earlier_build_is_replayed_then_removed() {
         Some(2)
     );
 }
+
+#[test]
+fn the_committer_s_table_reads_answer_its_conditions_only_until_a_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open_with(
+        &dir.path().join("ledger.db"),
+        options(Duration::from_secs(3600)),
+    )
+    .expect("open");
+    let other = store.clone();
+    // The committer's thread: its reads are kept for its own condition checks.
+    std::thread::spawn(move || {
+        crate::store::allow_blocking_here();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let fresh = |sk: &str| put("p", sk, 1, Condition::NotExists);
+            // Read as absent, then created: the kept read answers the check.
+            assert_eq!(store.get(Key::new("p", "a")).await.expect("read"), None);
+            store.transact_write(vec![fresh("a")]).await.expect("write");
+            // Read as absent, then created by another writer: that write makes the kept read
+            // stale, so the check asks the table and refuses.
+            assert_eq!(store.get(Key::new("p", "b")).await.expect("read"), None);
+            let writer = other.clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("runtime")
+                    .block_on(writer.transact_write(vec![fresh("b")]))
+            })
+            .join()
+            .expect("other writer")
+            .expect("other write");
+            // Out of the overlay too, so only the table knows it.
+            store
+                .materialize_now(Duration::from_secs(10))
+                .expect("materialize");
+            assert!(matches!(
+                store.transact_write(vec![fresh("b")]).await,
+                Err(StoreError::ConditionFailed { index: 0 })
+            ));
+            // Materialized, then read: present in the table, at its version.
+            store
+                .materialize_now(Duration::from_secs(10))
+                .expect("materialize");
+            let read = store.get(Key::new("p", "b")).await.expect("read");
+            assert_eq!(read.map(|i| i.version), Some(1));
+            assert!(matches!(
+                store.transact_write(vec![fresh("b")]).await,
+                Err(StoreError::ConditionFailed { index: 0 })
+            ));
+            store
+                .transact_write(vec![put("p", "b", 2, Condition::Version(1))])
+                .await
+                .expect("write at the version read");
+        });
+    })
+    .join()
+    .expect("committer thread");
+}
