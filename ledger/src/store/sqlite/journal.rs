@@ -404,15 +404,17 @@ impl Journal {
         buf[4..8].copy_from_slice(&crc.to_le_bytes());
         buf[8..16].copy_from_slice(&seq.to_le_bytes());
         buf.resize(usize::try_from(total).unwrap_or(usize::MAX), 0);
-        let path = live_path(&self.dir, segment.index);
+        // The path only for an error's message: no formatting on the path every commit takes.
+        let dir = &self.dir;
+        let index = segment.index;
         current
             .file
             .write_all_at(buf, current.offset)
-            .map_err(|e| io_error("write", &path, e))?;
+            .map_err(|e| io_error("write", &live_path(dir, index), e))?;
         current
             .file
             .sync_data()
-            .map_err(|e| io_error("sync", &path, e))?;
+            .map_err(|e| io_error("sync", &live_path(dir, index), e))?;
         current.offset += total;
         segment.last_seq = seq;
         Ok(())
