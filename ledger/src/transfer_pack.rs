@@ -64,7 +64,34 @@ impl PackFill {
 /// About how many bytes the record of a transfer created from `new` takes in a pack: the
 /// request's fields and, at most, its id, state, hold, links and times.
 pub(crate) fn record_bytes(new: &NewTransfer) -> usize {
-    postcard::to_allocvec(new).map_or(0, |b| b.len()) + 128
+    // Counted, not encoded: no allocation on the commit path, which asks twice per transfer
+    // (the item budget, then the planner).
+    postcard::experimental::serialized_size(new).unwrap_or(0) + 128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pack_takes_transfers_up_to_its_count_or_its_bytes() {
+        let mut fill = PackFill::default();
+        assert!(fill.add(100), "the first transfer starts a pack");
+        for _ in 1..TRANSFER_PACK_LEN_MAX {
+            assert!(!fill.add(100));
+        }
+        assert!(fill.add(100), "one past the count starts the next");
+        // By bytes: exactly at the bound fits, one byte over does not.
+        let mut fill = PackFill::default();
+        assert!(fill.add(TRANSFER_PACK_BYTES_MAX - 10));
+        assert!(!fill.add(10));
+        assert!(fill.add(1));
+        // A transfer larger than the bound gets a pack of its own, and nothing joins it.
+        let mut fill = PackFill::default();
+        assert!(fill.add(TRANSFER_PACK_BYTES_MAX + 1));
+        assert!(fill.add(1));
+        assert!(PackFill::full().add(1));
+    }
 }
 
 /// The transfers of one pack, in id order.

@@ -187,15 +187,28 @@ impl Harness {
 
     /// Every transfer of a tenant, oldest first.
     pub async fn all_transfers(&self, tenant: &TenantId) -> Vec<Transfer> {
+        self.transfers_paged(tenant, ledger::limits::PAGE_LEN_MAX, false)
+            .await
+    }
+
+    /// Every transfer of a tenant, through every page of `limit` (each checked to hold at
+    /// most that many), oldest or newest first.
+    pub async fn transfers_paged(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        descending: bool,
+    ) -> Vec<Transfer> {
         let mut out = Vec::new();
         let mut cursor = None;
         loop {
             let page = PageRequest {
-                limit: Some(ledger::limits::PAGE_LEN_MAX),
+                limit: Some(limit),
                 cursor,
-                descending: false,
+                descending,
             };
             let listing = self.ledger.list_transfers(tenant, page).await.unwrap();
+            assert!(listing.items.len() <= limit);
             out.extend(listing.items);
             match listing.next_cursor {
                 Some(next) => cursor = Some(next),

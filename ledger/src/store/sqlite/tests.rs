@@ -24,6 +24,15 @@ fn put(pk: &str, sk: &str, version: u64, condition: Condition) -> WriteOp {
     }
 }
 
+/// The version of an item, or `None` when it does not exist.
+async fn version(store: &SqliteStore, pk: &str, sk: &str) -> Option<u64> {
+    store
+        .get(Key::new(pk, sk))
+        .await
+        .expect("read")
+        .map(|i| i.version)
+}
+
 /// Copies the store's files as they are on disk right now: what a crash would leave behind.
 fn crash_copy(from: &Path, to_dir: &Path) -> std::path::PathBuf {
     let dir = from.parent().expect("parent");
@@ -202,14 +211,7 @@ async fn a_crash_before_materializing_loses_nothing() {
         .expect("write after replay");
     drop(reopened);
     let again = SqliteStore::open(&copy).expect("reopen again");
-    assert_eq!(
-        again
-            .get(Key::new("p", "c"))
-            .await
-            .expect("read")
-            .map(|i| i.version),
-        Some(2)
-    );
+    assert_eq!(version(&again, "p", "c").await, Some(2));
 }
 
 #[tokio::test]
@@ -299,14 +301,7 @@ async fn a_journal_left_by_an_earlier_build_is_replayed_then_removed() {
         .expect("row");
     }
     let store = SqliteStore::open(&path).expect("reopen");
-    assert_eq!(
-        store
-            .get(Key::new("p", "a"))
-            .await
-            .expect("get")
-            .map(|i| i.version),
-        Some(1)
-    );
+    assert_eq!(version(&store, "p", "a").await, Some(1));
     assert!(!legacy.exists());
     store
         .transact_write(vec![put("p", "a", 2, Condition::Version(1))])
@@ -314,14 +309,7 @@ async fn a_journal_left_by_an_earlier_build_is_replayed_then_removed() {
         .expect("write after replay");
     drop(store);
     let store = SqliteStore::open(&path).expect("reopen again");
-    assert_eq!(
-        store
-            .get(Key::new("p", "a"))
-            .await
-            .expect("get")
-            .map(|i| i.version),
-        Some(2)
-    );
+    assert_eq!(version(&store, "p", "a").await, Some(2));
 }
 
 #[test]

@@ -10,8 +10,7 @@ use ledger::layout;
 use ledger::store::sqlite::SqliteStore;
 use ledger::store::{Condition, Item, Store, WriteOp};
 use ledger::{
-    BalancedLegs, BatchMode, CommitConfig, Metadata, PageRequest, Rejection, Transfer, TransferId,
-    TransferState,
+    BalancedLegs, BatchMode, CommitConfig, Metadata, Rejection, Transfer, TransferId, TransferState,
 };
 
 use crate::{Harness, amount, fresh, pending, plain, rejection, tenant, usd};
@@ -31,31 +30,6 @@ fn with_store() -> (Harness, SqliteStore) {
 /// A transfer as the ledger answers for it now.
 async fn now(h: &Harness, tenant: &ledger::TenantId, id: TransferId) -> Transfer {
     h.ledger.get_transfer(tenant, &id).await.unwrap()
-}
-
-/// Every page of the transfer listing, `limit` at a time.
-async fn listed(
-    h: &Harness,
-    tenant: &ledger::TenantId,
-    limit: usize,
-    descending: bool,
-) -> Vec<Transfer> {
-    let mut out = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = PageRequest {
-            limit: Some(limit),
-            cursor,
-            descending,
-        };
-        let listing = h.ledger.list_transfers(tenant, page).await.unwrap();
-        assert!(listing.items.len() <= limit);
-        out.extend(listing.items);
-        match listing.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return out,
-        }
-    }
 }
 
 #[tokio::test]
@@ -141,7 +115,7 @@ async fn listings_and_lookups_see_every_transfer_once_in_order_as_it_is_now() {
 
     for limit in [1, 2, 3, 5, 7, 100] {
         for descending in [false, true] {
-            let got = listed(&h, &acme, limit, descending).await;
+            let got = h.transfers_paged(&acme, limit, descending).await;
             let got_ids: Vec<TransferId> = got.iter().map(|t| t.id).collect();
             let mut want = ids.clone();
             if descending {
