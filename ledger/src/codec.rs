@@ -20,6 +20,10 @@ pub const FORMAT_POSTCARD_V1: u8 = 1;
 pub const FORMAT_ENTRY_PAGE_V1: u8 = 2;
 /// Format byte of transfer packs (postcard), see `transfer_pack.rs`.
 pub const FORMAT_TRANSFER_PACK_V1: u8 = 3;
+/// Format byte of an account head that keeps its newest entries (postcard), see `history.rs`.
+pub const FORMAT_ACCOUNT_HEAD_V2: u8 = 4;
+/// Format byte of an entry page whose entries span instants (postcard), see `history.rs`.
+pub const FORMAT_ENTRY_PAGE_V2: u8 = 5;
 
 /// Encodes a record.
 pub fn encode<T: Serialize + ?Sized>(record: &T) -> Vec<u8> {

@@ -207,7 +207,8 @@ impl Committer {
         let reads = self.read(commands).await?;
         let now = self.clock.now().max(self.last_now);
         self.last_now = now;
-        let mut planner = Planner::new(now, &self.ids, &reads);
+        let unit = self.store.limits().write_unit_bytes;
+        let mut planner = Planner::new(now, &self.ids, &reads, unit);
         let results: Vec<Reply> = commands.iter().map(|c| planner.execute(c)).collect();
         let ops = planner.into_ops()?;
         Ok((results, ops))

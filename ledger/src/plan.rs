@@ -97,7 +97,12 @@ pub(crate) struct Planner<'a> {
     now: Timestamp,
     ids: &'a IdGen,
     reads: &'a Snapshot,
+    /// The store's write unit: how far an account head may keep its newest entries
+    /// ([`history::settle`]).
+    write_unit_bytes: usize,
     accounts: Map<Key, Slot<Account>>,
+    /// The entries each account head kept, as read.
+    tails: Map<Key, history::Tail<'a>>,
     /// Keyed by each transfer's own item (`layout::transfer_state`).
     transfers: Map<Key, Slot<Transfer>>,
     /// Transfers this batch creates (written in packs, not to their own items), by that key.
@@ -110,7 +115,8 @@ pub(crate) struct Planner<'a> {
     /// Balances of the account heads as read, for the final balance check.
     read_balances: Map<Key, Balances>,
     writes: BTreeMap<Key, Pending>,
-    /// Entries made by completed commands, in order; written as pages ([`history::pages`]).
+    /// Entries made by completed commands, in order; written to heads and pages
+    /// ([`history::settle`]).
     entries: Vec<(TenantId, Entry)>,
     layers: Vec<Layer>,
 }
@@ -197,12 +203,19 @@ fn dedup(keys: Vec<Key>) -> Vec<Key> {
 
 impl<'a> Planner<'a> {
     /// A planner over a snapshot, at one instant.
-    pub(crate) fn new(now: Timestamp, ids: &'a IdGen, reads: &'a Snapshot) -> Planner<'a> {
+    pub(crate) fn new(
+        now: Timestamp,
+        ids: &'a IdGen,
+        reads: &'a Snapshot,
+        write_unit_bytes: usize,
+    ) -> Planner<'a> {
         Planner {
             now,
             ids,
             reads,
+            write_unit_bytes,
             accounts: Map::default(),
+            tails: Map::default(),
             transfers: Map::default(),
             created: Map::default(),
             singles: Map::default(),
@@ -277,13 +290,55 @@ impl<'a> Planner<'a> {
                 condition: read_version.map_or(created, Condition::Version),
             })
         };
+        // Each account's new entries, in sequence order, by its head's key.
+        let mut entries = self.entries;
+        entries.sort_by(|(ta, a), (tb, b)| (ta, a.account, a.seq).cmp(&(tb, b.account, b.seq)));
+        let mut runs: Map<Key, Vec<Entry>> = Map::default();
+        let mut run: Vec<Entry> = Vec::new();
+        let mut entries = entries.into_iter().peekable();
+        while let Some((tenant, entry)) = entries.next() {
+            let account = entry.account;
+            run.push(entry);
+            let same = |(t, e): &(TenantId, Entry)| *t == tenant && e.account == account;
+            if !entries.peek().is_some_and(same) {
+                runs.insert(layout::account(&tenant, &account), std::mem::take(&mut run));
+            }
+        }
+        // An account's head, with its new entries kept in it or moved to pages; a page's key
+        // holds a sequence number of the account, whose head this same transaction writes under
+        // a version condition: that condition already rules out a second writer of the key, so
+        // a page is written without a condition of its own, and the store does not look it up.
         for (key, slot) in self.accounts.into_iter().filter(|(_, s)| s.dirty) {
-            ops.extend(head(
-                key,
-                slot.value.as_ref().map(encode).as_deref(),
-                slot.read_version,
-                Condition::NotExists,
-            ));
+            let Some(account) = &slot.value else { continue };
+            let new = runs.remove(&key).unwrap_or_default();
+            let version = slot.read_version.map_or(1, |v| v + 1);
+            let (body, pages) = history::settle(
+                &key,
+                account,
+                version,
+                self.tails.get(&key),
+                &new,
+                self.write_unit_bytes,
+            )?;
+            ops.push(WriteOp::Put {
+                item: Item { key, version, body },
+                condition: slot
+                    .read_version
+                    .map_or(Condition::NotExists, Condition::Version),
+            });
+            ops.extend(pages.into_iter().map(|(key, body)| WriteOp::Put {
+                item: Item {
+                    key,
+                    version: 1,
+                    body,
+                },
+                condition: Condition::None,
+            }));
+        }
+        if let Some(key) = runs.keys().next() {
+            return Err(corrupt(format!(
+                "entries for {key:?}, whose head is not written"
+            )));
         }
         // Transfers created here go in packs (`transfer_pack`), one per tenant and pack base.
         let mut packs: BTreeMap<Key, Vec<Transfer>> = BTreeMap::new();
@@ -314,20 +369,6 @@ impl<'a> Planner<'a> {
                     key,
                     version: 1,
                     body: transfer_pack::encode_pack(&transfers),
-                },
-                condition: Condition::None,
-            });
-        }
-        // An account's entries go in pages keyed by a sequence number of the account, whose head
-        // this same transaction writes under a version condition: that condition already rules
-        // out a second writer of the key, so a page is written without a condition of its own,
-        // and the store does not look it up first.
-        for (key, body) in history::pages(self.entries) {
-            ops.push(WriteOp::Put {
-                item: Item {
-                    key,
-                    version: 1,
-                    body,
                 },
                 condition: Condition::None,
             });
@@ -847,12 +888,16 @@ impl<'a> Planner<'a> {
             let item = self.read(&key)?;
             let value = match item {
                 Some(item) => {
-                    let account: Account = decode(item).map_err(|e| Fail::Fatal(e.to_string()))?;
+                    let (account, tail) =
+                        history::decode_head(item).map_err(|e| Fail::Fatal(e.to_string()))?;
                     if account.id != *id || account.tenant != *tenant {
                         return Err(Fail::Fatal(format!(
                             "item {key:?} holds account {}",
                             account.id
                         )));
+                    }
+                    if tail.len() > 0 {
+                        self.tails.insert(key.clone(), tail);
                     }
                     self.read_balances.insert(key.clone(), account.balances);
                     Some(account)

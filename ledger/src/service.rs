@@ -420,7 +420,7 @@ impl Ledger {
             .get(layout::account(tenant, id))
             .await?
             .ok_or(Error::NotFound)?;
-        decode(&item)
+        history::decode_account(&item)
     }
 
     /// A tenant's accounts, oldest first.
@@ -441,7 +441,7 @@ impl Ledger {
             .iter()
             .zip(&ids)
             .map(|(head, id)| match head {
-                Some(item) => decode(item),
+                Some(item) => history::decode_account(item),
                 None => Err(Error::Corrupt(format!("listed account {id} has no head"))),
             })
             .collect::<Result<_>>()?;
@@ -544,7 +544,8 @@ impl Ledger {
         Ok(self.history(tenant, account, page).await?.1)
     }
 
-    /// An account as it is now, and a page of its history.
+    /// An account as it is now, and a page of its history, consistent with it: the entries up
+    /// to the account's `entry_seq`, its newest in its head's tail (`history.rs`).
     pub async fn history(
         &self,
         tenant: &TenantId,
@@ -552,7 +553,14 @@ impl Ledger {
         page: PageRequest,
     ) -> Result<(Account, Listing<Entry>)> {
         // The account must exist (for this tenant) even when it has no entries.
-        let current = self.get_account(tenant, account).await?;
+        let head = self
+            .store()?
+            .get(layout::account(tenant, account))
+            .await?
+            .ok_or(Error::NotFound)?;
+        let (current, tail) = history::decode_head(&head)?;
+        let tail_first = tail.first_seq();
+        let mut tail_entries = tail.entries(&current)?;
         let base = layout::entries(tenant, account, 1);
         let cursors = self.cursor_key().await?;
         // Limit and cursor are checked as in every listing; the cursor holds a history position.
@@ -569,46 +577,93 @@ impl Ledger {
             to: base.to,
             ..listed
         };
-        // Pages are stored in entry order, so the page holding the position is the first one
-        // read, and only its entries up to the position are skipped.
-        if let Some(p) = &position {
-            if page.descending {
-                query.to = p.page.clone();
-            } else {
-                query.from = p.page.clone();
+        let past = |seq: u64| match &position {
+            None => true,
+            Some(p) if page.descending => seq < p.seq,
+            Some(p) => seq > p.seq,
+        };
+        // Where each listed entry came from: a page (its index in `page_keys`) or the tail.
+        let mut entries: Vec<(Option<usize>, Entry)> = Vec::new();
+        let mut page_keys: Vec<String> = Vec::new();
+        // Newest first: the tail, then pages; oldest first: pages, then the tail.
+        if page.descending {
+            tail_entries.reverse();
+            entries.extend(
+                tail_entries
+                    .drain(..)
+                    .filter(|e| past(e.seq))
+                    .map(|e| (None, e)),
+            );
+        }
+        // Pages hold every entry before the tail; an entry at or past its start comes from the
+        // tail, which is what the head read holds.
+        let pages_needed = match (&position, page.descending) {
+            (Some(p), false) => p.seq.saturating_add(1) < tail_first,
+            (Some(p), true) => tail_first > 1 && p.seq > 1,
+            (None, _) => tail_first > 1,
+        };
+        if pages_needed && entries.len() <= limit {
+            // Pages are stored in entry order, so the page holding the position is the first
+            // one read, and only its entries up to the position are skipped.
+            if let Some(p) = &position {
+                if page.descending {
+                    query.to = p.page.clone();
+                } else if p.in_tail {
+                    // The entry was in the tail; a page that holds it now starts at or
+                    // before its key.
+                    let mut holder = query.clone();
+                    holder.to = p.page.clone();
+                    holder.descending = true;
+                    holder.limit = 1;
+                    let found = self.store()?.query(holder).await?;
+                    query.from = found
+                        .items
+                        .first()
+                        .map_or_else(|| p.page.clone(), |item| item.key.sk.clone());
+                } else {
+                    query.from = p.page.clone();
+                }
+            }
+            // One entry more than the page, to know whether another follows; each item read
+            // holds at least one entry, the first perhaps none past the position.
+            loop {
+                query.limit = (limit + 2 - entries.len()).min(HISTORY_ITEMS_PER_READ);
+                let found = self.store()?.query(query.clone()).await?;
+                for item in &found.items {
+                    let mut held = history::decode(item)?;
+                    if page.descending {
+                        held.reverse();
+                    }
+                    let at = page_keys.len();
+                    page_keys.push(item.key.sk.clone());
+                    entries.extend(
+                        held.into_iter()
+                            .filter(|e| e.seq < tail_first && past(e.seq))
+                            .map(|e| (Some(at), e)),
+                    );
+                }
+                match found.next {
+                    Some(next) if entries.len() <= limit => query.after = Some(next),
+                    _ => break,
+                }
             }
         }
-        let past = |e: &Entry| match &position {
-            None => true,
-            Some(p) if page.descending => e.seq < p.seq,
-            Some(p) => e.seq > p.seq,
-        };
-        // One entry more than the page, to know whether another follows; each item read holds
-        // at least one entry, the first perhaps none past the position.
-        let mut entries: Vec<(usize, Entry)> = Vec::new();
-        let mut page_keys: Vec<String> = Vec::new();
-        loop {
-            query.limit = (limit + 2 - entries.len()).min(HISTORY_ITEMS_PER_READ);
-            let found = self.store()?.query(query.clone()).await?;
-            for item in &found.items {
-                let mut held = history::decode(item)?;
-                if page.descending {
-                    held.reverse();
-                }
-                let at = page_keys.len();
-                page_keys.push(item.key.sk.clone());
-                entries.extend(held.into_iter().filter(past).map(|e| (at, e)));
-            }
-            match found.next {
-                Some(next) if entries.len() <= limit => query.after = Some(next),
-                _ => break,
-            }
+        if !page.descending && entries.len() <= limit {
+            entries.extend(
+                tail_entries
+                    .drain(..)
+                    .filter(|e| past(e.seq))
+                    .map(|e| (None, e)),
+            );
         }
         let more = entries.len() > limit;
         entries.truncate(limit);
         let next_cursor = match entries.last() {
-            Some((at, e)) if more => {
-                let position = history::Position::new(&page_keys[*at], e.seq);
+            Some((from, e)) if more => {
+                let position = match from {
+                    Some(at) => history::Position::new(&page_keys[*at], e.seq),
+                    None => history::Position::in_tail(tenant, e),
+                };
                 Some(cursors.encode(&query.pk, &position.to_sort_key()))
             }
             _ => None,
@@ -627,15 +682,23 @@ impl Ledger {
         account: &AccountId,
         at: Timestamp,
     ) -> Result<BalanceAt> {
-        let current = self.get_account(tenant, account).await?;
-        let mut query = layout::entries_until(tenant, account, at, 1);
-        query.descending = true;
-        let found = self.store()?.query(query).await?;
-        // The last page at or before `at`; its entries share its instant, the last is the latest.
-        let last: Option<Entry> = match found.items.first() {
-            Some(item) => history::decode(item)?.pop(),
-            None => None,
-        };
+        let head = self
+            .store()?
+            .get(layout::account(tenant, account))
+            .await?
+            .ok_or(Error::NotFound)?;
+        let (current, tail) = history::decode_head(&head)?;
+        // The newest entry at or before `at`: in the tail, or else in the last page at or
+        // before `at` (keyed by its first entry; the last of its entries at or before `at`).
+        let mut last: Option<Entry> = tail.entries(&current)?.into_iter().rfind(|e| e.at <= at);
+        if last.is_none() {
+            let mut query = layout::entries_until(tenant, account, at, 1);
+            query.descending = true;
+            let found = self.store()?.query(query).await?;
+            if let Some(item) = found.items.first() {
+                last = history::decode(item)?.into_iter().rfind(|e| e.at <= at);
+            }
+        }
         Ok(BalanceAt {
             account: current,
             at,

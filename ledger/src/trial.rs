@@ -116,7 +116,7 @@ async fn collect(store: &dyn Store, tenant: &TenantId) -> Result<Vec<(AccountId,
         for (id, head) in ids.into_iter().zip(heads) {
             let item =
                 head.ok_or_else(|| Error::Corrupt(format!("listed account {id} has no head")))?;
-            let account: Account = decode(&item)?;
+            let account: Account = crate::history::decode_account(&item)?;
             if account.id != id || &account.tenant != tenant {
                 return Err(Error::Corrupt(format!(
                     "head of {id} holds account {}",

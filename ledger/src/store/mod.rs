@@ -134,6 +134,33 @@ pub struct StoreLimits {
     pub transaction_items_max: usize,
     /// Largest item body in bytes (DynamoDB: 400 KB with attribute names).
     pub item_bytes_max: usize,
+    /// The size writes are counted in (DynamoDB bills a transactional write 2 units per
+    /// started KB of the item, [`item_bytes`]). An account head keeps its newest entries while
+    /// they fit in the units the head takes anyway, so that a transaction touching an account
+    /// writes one item for it instead of a head and an entry page (`history.rs`). Zero: heads
+    /// keep no entries.
+    pub write_unit_bytes: usize,
+}
+
+/// An item's size by DynamoDB's rules: the UTF-8 length of each attribute name plus its value
+/// (strings: UTF-8 bytes; binary: bytes; numbers: about one byte per two significant digits,
+/// plus one), for the attributes every item has: `pk`, `sk`, `v` and `b`.
+pub fn item_bytes(key: &Key, version: u64, body_len: usize) -> usize {
+    let mut digits = 1;
+    let mut v = version;
+    while v >= 10 {
+        v /= 10;
+        digits += 1;
+    }
+    "pk".len()
+        + key.pk.len()
+        + "sk".len()
+        + key.sk.len()
+        + "v".len()
+        + usize::div_ceil(digits, 2)
+        + 1
+        + "b".len()
+        + body_len
 }
 
 /// A storage failure.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ledger::store::Store;
-use ledger::store::sqlite::SqliteStore;
+use ledger::store::sqlite::{SqliteOptions, SqliteStore};
 use ledger::{
     Account, AccountId, Amount, BalanceConstraint, BalancedLegs, Balances, BatchFailure,
     CommitConfig, Committed, Currency, Entry, Error, IdempotencyKey, Ledger, LedgerConfig, Leg,
@@ -30,6 +30,10 @@ use ledger::{
 
 /// Where the manual clock starts: 2023-11-14T22:13:20Z.
 pub const START_US: i64 = 1_700_000_000_000_000;
+
+/// Write units an account head keeps its newest entries within (`StoreLimits::write_unit_bytes`):
+/// none (every transaction writes entry pages) and DynamoDB's 1 KB. Tests of history run on both.
+pub const WRITE_UNITS: [usize; 2] = [0, 1024];
 
 /// A ledger on a fresh SQLite file, its clock, and a source of unique idempotency keys.
 #[derive(Debug)]
@@ -56,9 +60,27 @@ impl Harness {
         Harness::start_on(commit, |store| Arc::new(store))
     }
 
+    /// Starts a ledger on a new database file whose account heads keep their newest entries
+    /// within `write_unit_bytes` (zero: none).
+    pub fn start_with_write_unit(write_unit_bytes: usize) -> Harness {
+        let options = SqliteOptions {
+            write_unit_bytes,
+            ..SqliteOptions::default()
+        };
+        Harness::open_on(CommitConfig::default(), options, |store| Arc::new(store))
+    }
+
     /// Starts a ledger on a new database file, whose store `wrap` may wrap (to watch the calls).
     pub fn start_on(
         commit: CommitConfig,
+        wrap: impl FnOnce(SqliteStore) -> Arc<dyn Store>,
+    ) -> Harness {
+        Harness::open_on(commit, SqliteOptions::default(), wrap)
+    }
+
+    fn open_on(
+        commit: CommitConfig,
+        options: SqliteOptions,
         wrap: impl FnOnce(SqliteStore) -> Arc<dyn Store>,
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
@@ -68,7 +90,7 @@ impl Harness {
             commit,
             hold_sweep_interval: None,
         };
-        let store = wrap(SqliteStore::open(&path).unwrap());
+        let store = wrap(SqliteStore::open_with(&path, options).unwrap());
         let ledger = Ledger::start(store, Arc::new(clock.clone()), config);
         Harness {
             ledger,

@@ -44,6 +44,7 @@ use crate::metrics::Metric;
 
 use super::{
     Condition, Item, Key, Page, Query, Store, StoreError, StoreLimits, WriteOp, check_transaction,
+    item_bytes,
 };
 
 /// Most actions in one `TransactWriteItems` call (a service limit).
@@ -51,6 +52,8 @@ pub const DYNAMODB_TRANSACTION_ITEMS_MAX: usize = 100;
 /// Largest body: DynamoDB's item limit is 400 KB counting attribute names and values; this
 /// leaves room for the keys (each under 1 KB) and the version.
 pub const DYNAMODB_ITEM_BYTES_MAX: usize = 400 * 1024 - 4 * 1024;
+/// The size DynamoDB counts a write in: a transactional write costs 2 units per started KB.
+pub const DYNAMODB_WRITE_UNIT_BYTES: usize = 1024;
 /// Most bytes in one transaction (a service limit: 4 MB).
 pub const DYNAMODB_TRANSACTION_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most keys in one `BatchGetItem` call (a service limit).
@@ -183,21 +186,10 @@ pub struct DynamoStats {
 /// (the store deletes only small rows: hold-expiry markers).
 pub fn transactional_write_units(op: &WriteOp) -> u64 {
     let bytes = match op {
-        WriteOp::Put { item, .. } => {
-            let digits = item.version.to_string().len();
-            PK.len()
-                + item.key.pk.len()
-                + SK.len()
-                + item.key.sk.len()
-                + VERSION.len()
-                + digits.div_ceil(2)
-                + 1
-                + BODY.len()
-                + item.body.len()
-        }
+        WriteOp::Put { item, .. } => item_bytes(&item.key, item.version, item.body.len()),
         WriteOp::Delete { .. } => 1,
     };
-    2 * (bytes as u64).div_ceil(1024)
+    2 * (bytes as u64).div_ceil(DYNAMODB_WRITE_UNIT_BYTES as u64)
 }
 
 #[derive(Debug, Default)]
@@ -735,6 +727,7 @@ impl Store for DynamoStore {
         StoreLimits {
             transaction_items_max: DYNAMODB_TRANSACTION_ITEMS_MAX,
             item_bytes_max: DYNAMODB_ITEM_BYTES_MAX,
+            write_unit_bytes: DYNAMODB_WRITE_UNIT_BYTES,
         }
     }
 

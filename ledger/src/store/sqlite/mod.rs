@@ -46,6 +46,11 @@ use super::{
 pub const SQLITE_TRANSACTION_ITEMS_MAX: usize = 65_536;
 /// Largest item body: SQLite's default blob limit is 1 GB; we keep to 8 MiB.
 pub const SQLITE_ITEM_BYTES_MAX: usize = 8 << 20;
+/// Default of [`SqliteOptions::write_unit_bytes`]. SQLite does not bill by the KB, but an
+/// account head that keeps its newest entries spares the journal, the overlay and the
+/// materializer an entry page per account and transaction; a head of up to 512 bytes measured
+/// best (`bench/README.md`): 1 KB heads cost batch mode more bytes than the pages they spare.
+pub const SQLITE_WRITE_UNIT_BYTES: usize = 512;
 /// Read-only connections in the pool.
 pub const SQLITE_READERS: usize = 4;
 /// Keys the committer's table reads are kept for at most (see `TableReads`).
@@ -62,6 +67,9 @@ pub struct SqliteOptions {
     pub overlay_items_max: usize,
     /// Size of a journal segment file.
     pub journal_segment_bytes: u64,
+    /// How many bytes an account head may grow to, rounded up, with the newest entries it
+    /// keeps ([`StoreLimits::write_unit_bytes`]); zero: heads keep no entries.
+    pub write_unit_bytes: usize,
 }
 
 impl Default for SqliteOptions {
@@ -71,6 +79,7 @@ impl Default for SqliteOptions {
             materialize_items: 100_000,
             overlay_items_max: 1_000_000,
             journal_segment_bytes: JOURNAL_SEGMENT_BYTES,
+            write_unit_bytes: SQLITE_WRITE_UNIT_BYTES,
         }
     }
 }
@@ -567,6 +576,7 @@ impl Store for SqliteStore {
         StoreLimits {
             transaction_items_max: SQLITE_TRANSACTION_ITEMS_MAX,
             item_bytes_max: SQLITE_ITEM_BYTES_MAX,
+            write_unit_bytes: self.inner.shared.options.write_unit_bytes,
         }
     }
 

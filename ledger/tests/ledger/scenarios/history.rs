@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ledger::{AccountId, Balances, BatchMode, Entry, EntryKind, PageRequest, Side, Timestamp};
 
-use crate::{Harness, amount, bal, fresh, plain, tenant, usd};
+use crate::{Harness, WRITE_UNITS, amount, bal, fresh, plain, tenant, usd};
 
 /// Walks an account's entries with pages of `limit`, returning the sequence numbers page by page.
 async fn seq_pages(
@@ -49,9 +49,14 @@ fn check_entries(entries: &[Entry], account: AccountId, expected: &[Row]) {
 
 #[tokio::test]
 async fn entries_carry_running_balances() {
+    for unit in WRITE_UNITS {
+        entries_carry_running_balances_with(Harness::start_with_write_unit(unit)).await;
+    }
+}
+
+async fn entries_carry_running_balances_with(h: Harness) {
     use EntryKind::{Held, HoldPosted, HoldVoided, Posted};
     use Side::{Credit, Debit};
-    let h = Harness::start();
     let acme = tenant("acme");
     let cash = h.cash(&acme, usd()).await;
     let wallet = h.wallet(&acme, usd()).await;
@@ -117,7 +122,12 @@ async fn entries_carry_running_balances() {
 
 #[tokio::test]
 async fn balance_at_an_instant() {
-    let h = Harness::start();
+    for unit in WRITE_UNITS {
+        balance_at_an_instant_with(Harness::start_with_write_unit(unit)).await;
+    }
+}
+
+async fn balance_at_an_instant_with(h: Harness) {
     let acme = tenant("acme");
     let cash = h.cash(&acme, usd()).await;
     let wallet = h.wallet(&acme, usd()).await;
@@ -155,7 +165,15 @@ async fn balance_at_an_instant() {
 
 #[tokio::test]
 async fn pages_of_history_cut_through_a_batchs_entries_the_same_both_ways() {
-    let h = Harness::start();
+    for unit in WRITE_UNITS {
+        pages_of_history_cut_through_a_batchs_entries_the_same_both_ways_with(
+            Harness::start_with_write_unit(unit),
+        )
+        .await;
+    }
+}
+
+async fn pages_of_history_cut_through_a_batchs_entries_the_same_both_ways_with(h: Harness) {
     let acme = tenant("acme");
     let cash = h.cash(&acme, usd()).await;
     let shop = h.merchant(&acme, usd()).await;
@@ -218,13 +236,22 @@ async fn pages_of_history_cut_through_a_batchs_entries_the_same_both_ways() {
 
 #[tokio::test]
 async fn a_listing_page_longer_than_one_store_read_of_pages_is_whole() {
+    for unit in WRITE_UNITS {
+        a_listing_page_longer_than_one_store_read_of_pages_is_whole_with(
+            Harness::start_with_write_unit(unit),
+        )
+        .await;
+    }
+}
+
+async fn a_listing_page_longer_than_one_store_read_of_pages_is_whole_with(h: Harness) {
     use ledger::limits::HISTORY_ITEMS_PER_READ;
-    let h = Harness::start();
     let acme = tenant("acme");
     let cash = h.cash(&acme, usd()).await;
     let shop = h.merchant(&acme, usd()).await;
-    // Single transfers: one page each, so a listing of n entries reads n pages, which takes
-    // more than one store read past HISTORY_ITEMS_PER_READ.
+    // Single transfers: without a write unit, one page each, so a listing of n entries reads
+    // n pages, which takes more than one store read past HISTORY_ITEMS_PER_READ; with one, the
+    // head keeps the newest and pages hold several each.
     let n = HISTORY_ITEMS_PER_READ + 3;
     for amount in 1..=n as u64 {
         h.transfer(&acme, cash, shop, amount, usd()).await.unwrap();
@@ -246,5 +273,98 @@ async fn a_listing_page_longer_than_one_store_read_of_pages_is_whole() {
             assert_eq!(listed.next_cursor.is_some(), limit < n, "limit {limit}");
         }
         assert_eq!(seq_pages(&h, shop, n - 1, descending).await.concat(), want);
+    }
+}
+
+/// One page of `limit` entries from `cursor`, as sequence numbers, and the next cursor.
+async fn seq_page(
+    h: &Harness,
+    account: AccountId,
+    limit: usize,
+    descending: bool,
+    cursor: Option<String>,
+) -> (Vec<u64>, Option<String>) {
+    let page = PageRequest {
+        limit: Some(limit),
+        cursor,
+        descending,
+    };
+    let listing = h
+        .ledger
+        .entries(&tenant("acme"), &account, page)
+        .await
+        .unwrap();
+    (
+        listing.items.iter().map(|e| e.seq).collect(),
+        listing.next_cursor,
+    )
+}
+
+#[tokio::test]
+async fn cursors_taken_in_the_heads_tail_go_on_after_it_moved_to_a_page() {
+    // A 1 KB head keeps an account's newest entries (tens of bytes each) until they would make
+    // it bigger than a write unit; then they move to a page keyed by the first of them.
+    let h = Harness::start_with_write_unit(1024);
+    let acme = tenant("acme");
+    let cash = h.cash(&acme, usd()).await;
+    let shop = h.merchant(&acme, usd()).await;
+    let mut instants = Vec::new();
+    let mut post = |amount: u64| {
+        h.clock.advance(Duration::from_millis(1));
+        instants.push(h.now());
+        h.transfer(&acme, cash, shop, amount, usd())
+    };
+    for amount in 1..=3 {
+        post(amount).await.unwrap();
+    }
+    // Taken while entries 1 to 3 are all in the head.
+    let (up, up_cursor) = seq_page(&h, shop, 2, false, None).await;
+    assert_eq!(up, [1, 2]);
+    let (down, down_cursor) = seq_page(&h, shop, 2, true, None).await;
+    assert_eq!(down, [3, 2]);
+    assert_eq!(seq_page(&h, shop, 5, false, up_cursor.clone()).await.0, [3]);
+    assert_eq!(
+        seq_page(&h, shop, 5, true, down_cursor.clone()).await.0,
+        [1]
+    );
+
+    // Enough single transfers that the head's entries move to pages, several times.
+    let n = 100u64;
+    for amount in 4..=n {
+        post(amount).await.unwrap();
+    }
+    // The same cursors, now that the entries they name are in a page.
+    let mut rest = Vec::new();
+    let mut cursor = up_cursor;
+    loop {
+        let (seqs, next) = seq_page(&h, shop, 7, false, cursor).await;
+        rest.extend(seqs);
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(rest, (3..=n).collect::<Vec<_>>());
+    assert_eq!(seq_page(&h, shop, 5, true, down_cursor).await.0, [1]);
+    // Every way of walking the history sees every entry once.
+    for limit in [1, 2, 7, 40, 101] {
+        for descending in [false, true] {
+            let mut want: Vec<u64> = (1..=n).collect();
+            if descending {
+                want.reverse();
+            }
+            assert_eq!(seq_pages(&h, shop, limit, descending).await.concat(), want);
+        }
+    }
+    // As of each transfer's instant: that transfer's entry, in a page or in the head.
+    let mut running = 0u128;
+    for (i, at) in instants.iter().enumerate() {
+        running += i as u128 + 1;
+        let found = h.ledger.balance_at(&acme, &shop, *at).await.unwrap();
+        assert_eq!(found.entry_seq, i as u64 + 1);
+        assert_eq!(found.balances, bal(0, running, 0, 0));
+        let before = Timestamp::from_micros(at.micros() - 1);
+        let found = h.ledger.balance_at(&acme, &shop, before).await.unwrap();
+        assert_eq!(found.entry_seq, i as u64);
     }
 }

@@ -15,16 +15,25 @@ use ledger::Rejection;
 use crate::{Failure, Harness, failure, fresh, pending, plain, tenant, usd};
 
 /// A store that remembers the keys of every transaction it is given and, when `items_max` is
-/// set, refuses larger transactions as DynamoDB does.
+/// set, refuses larger transactions as DynamoDB does; its write unit is `write_unit_bytes`.
 #[derive(Debug)]
 struct Recording {
     inner: SqliteStore,
     transactions: Arc<Mutex<Vec<Vec<Key>>>>,
     items_max: Option<usize>,
+    write_unit_bytes: usize,
 }
 
-/// A harness whose store records its transactions, and those transactions.
+/// A harness whose store records its transactions, and those transactions. Its account heads
+/// keep no entries: every transaction writes a page per account it touches, the most it can.
 fn recorded(items_max: Option<usize>) -> (Harness, Arc<Mutex<Vec<Vec<Key>>>>) {
+    recorded_with_unit(items_max, 0)
+}
+
+fn recorded_with_unit(
+    items_max: Option<usize>,
+    write_unit_bytes: usize,
+) -> (Harness, Arc<Mutex<Vec<Vec<Key>>>>) {
     let transactions = Arc::new(Mutex::new(Vec::new()));
     let seen = transactions.clone();
     let h = Harness::start_on(CommitConfig::default(), move |inner| {
@@ -32,6 +41,7 @@ fn recorded(items_max: Option<usize>) -> (Harness, Arc<Mutex<Vec<Vec<Key>>>>) {
             inner,
             transactions: seen,
             items_max,
+            write_unit_bytes,
         })
     });
     (h, transactions)
@@ -44,6 +54,7 @@ impl Store for Recording {
         if let Some(max) = self.items_max {
             limits.transaction_items_max = max;
         }
+        limits.write_unit_bytes = self.write_unit_bytes;
         limits
     }
 
@@ -216,4 +227,41 @@ async fn concurrent_transfers_share_transactions_within_100_items() {
         "{items} items in {} transactions",
         written.len()
     );
+}
+
+#[tokio::test]
+async fn with_a_write_unit_a_transaction_writes_one_item_per_account_until_its_head_is_full() {
+    // DynamoDB's unit: a head keeps its account's newest entries within its first KB.
+    let (h, transactions) = recorded_with_unit(None, 1024);
+    let acme = tenant("acme");
+    let cash = h.cash(&acme, usd()).await;
+    let shop = h.merchant(&acme, usd()).await;
+    transactions.lock().unwrap().clear();
+    let n = 100;
+    for amount in 1..=n {
+        h.transfer(&acme, cash, shop, amount, usd()).await.unwrap();
+    }
+    let written = transactions.lock().unwrap().clone();
+    assert_eq!(written.len(), n as usize, "one transaction each");
+    let is_page = |k: &Key| k.sk.starts_with("E#");
+    let mut moves = 0;
+    for keys in &written {
+        // Its idempotency record, its pack, the two heads; and a page for each account whose
+        // head's entries moved out.
+        let pages = keys.iter().filter(|k| is_page(k)).count();
+        assert_eq!(keys.len(), 4 + pages, "{keys:?}");
+        assert!(keys.contains(&layout::account(&acme, &cash)));
+        assert!(keys.contains(&layout::account(&acme, &shop)));
+        moves += pages;
+    }
+    // Tens of bytes an entry: a head keeps more than ten before they move.
+    assert!(moves >= 2 && moves <= 2 * n as usize / 10, "{moves} pages");
+    let page = ledger::PageRequest {
+        limit: Some(n as usize),
+        cursor: None,
+        descending: false,
+    };
+    let listed = h.ledger.entries(&acme, &shop, page).await.unwrap();
+    let amounts: Vec<u64> = listed.items.iter().map(|e| e.amount).collect();
+    assert_eq!(amounts, (1..=n).collect::<Vec<_>>());
 }
