@@ -24,6 +24,9 @@ pub const FORMAT_TRANSFER_PACK_V1: u8 = 3;
 pub const FORMAT_ACCOUNT_HEAD_V2: u8 = 4;
 /// Format byte of an entry page whose entries span instants (postcard), see `history.rs`.
 pub const FORMAT_ENTRY_PAGE_V2: u8 = 5;
+/// Format byte of a batch's idempotency record that names its transfers in their packs
+/// (postcard), see `command::BatchRecord`.
+pub const FORMAT_BATCH_RECORD_V1: u8 = 6;
 
 /// Encodes a record.
 pub fn encode<T: Serialize + ?Sized>(record: &T) -> Vec<u8> {

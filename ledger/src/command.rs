@@ -7,12 +7,13 @@ use sha2::{Digest, Sha256};
 
 use crate::account::Metadata;
 use crate::account::{Account, NewAccount, StatusAction};
-use crate::error::Rejection;
+use crate::codec;
+use crate::error::{Error, Rejection};
 use crate::ids::{AccountId, IdempotencyKey, TenantId, TransferId};
 use crate::layout;
 use crate::limits::ENTRY_PAGE_LEN_MAX;
 use crate::money::Amount;
-use crate::store::{Key, KeyHasher};
+use crate::store::{Item, Key, KeyHasher};
 use crate::time::Timestamp;
 use crate::transfer::{Leg, NewTransfer, Transfer};
 use crate::transfer_pack::{self, PackFill};
@@ -147,6 +148,90 @@ pub(crate) struct IdempotencyRecord {
     pub at: Timestamp,
 }
 
+/// How the record of a batch is stored when its transfers are in the packs its transaction
+/// writes, as the batch made them: their ids instead of the transfers, which would repeat what
+/// the packs hold (a pack keeps a transfer as created; a later change goes to the transfer's own
+/// item). A replay reads the packs back ([`BatchRecord::transfers`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct BatchRecord {
+    pub fingerprint: [u8; 32],
+    pub results: Vec<Result<TransferId, Rejection>>,
+    pub at: Timestamp,
+}
+
+impl BatchRecord {
+    /// The pack keys a replay reads.
+    pub fn pack_keys(&self, tenant: &TenantId) -> Vec<Key> {
+        self.results
+            .iter()
+            .flatten()
+            .map(|id| layout::transfer_pack(tenant, id))
+            .collect()
+    }
+}
+
+/// The stored idempotency record in `item`, a batch's read back from the packs `pack` finds by
+/// key.
+pub(crate) fn decode_record<'a>(
+    item: &Item,
+    tenant: &TenantId,
+    pack: impl Fn(&Key) -> Option<&'a Item>,
+) -> Result<IdempotencyRecord, Error> {
+    if item.body.first() != Some(&codec::FORMAT_BATCH_RECORD_V1) {
+        return codec::decode(item);
+    }
+    let record: BatchRecord = codec::decode_as(codec::FORMAT_BATCH_RECORD_V1, item)?;
+    let mut results = Vec::with_capacity(record.results.len());
+    for result in record.results {
+        results.push(match result {
+            Err(rejection) => Err(rejection),
+            Ok(id) => {
+                let key = layout::transfer_pack(tenant, &id);
+                let held = pack(&key).ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "record {:?} names {id}, whose pack is missing",
+                        item.key
+                    ))
+                })?;
+                let transfer = transfer_pack::expand(held)?
+                    .into_iter()
+                    .find(|t| t.id == id)
+                    .ok_or_else(|| {
+                        Error::Corrupt(format!("record {:?} names {id}, not in its pack", item.key))
+                    })?;
+                Ok(transfer)
+            }
+        });
+    }
+    Ok(IdempotencyRecord {
+        fingerprint: record.fingerprint,
+        outcome: Outcome::Batch(results),
+        at: record.at,
+    })
+}
+
+/// The body of `record`: a batch's names its transfers when `in_pack` says the packs hold each
+/// of them as the batch made it; every other record is stored whole.
+pub(crate) fn encode_record(
+    record: &IdempotencyRecord,
+    in_pack: impl Fn(&Transfer) -> bool,
+) -> Vec<u8> {
+    if let Outcome::Batch(results) = &record.outcome
+        && results.iter().flatten().all(in_pack)
+    {
+        let compact = BatchRecord {
+            fingerprint: record.fingerprint,
+            results: results
+                .iter()
+                .map(|r| r.as_ref().map(|t| t.id).map_err(Clone::clone))
+                .collect(),
+            at: record.at,
+        };
+        return codec::encode_as(codec::FORMAT_BATCH_RECORD_V1, &compact);
+    }
+    codec::encode(record)
+}
+
 /// A command on its way to the committer.
 #[derive(Debug)]
 pub(crate) struct Command {
@@ -242,5 +327,88 @@ impl ItemBudget {
             .entry(cost.tenant.clone())
             .or_default()
             .extend(cost.new_accounts);
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use crate::account::Side;
+    use crate::ids::IdGen;
+    use crate::money::{Amount, Currency};
+    use crate::transfer::TransferState;
+
+    fn transfer(ids: &IdGen, id: TransferId) -> Transfer {
+        let at = Timestamp::from_micros(5);
+        let usd = Currency::from_code("USD").expect("USD");
+        let leg = |side| Leg {
+            account: ids.account(at),
+            side,
+            amount: Amount::new(7).expect("amount"),
+            currency: usd,
+        };
+        Transfer {
+            id,
+            legs: vec![leg(Side::Debit), leg(Side::Credit)],
+            description: None,
+            metadata: Metadata::default(),
+            state: TransferState::Posted,
+            hold: None,
+            reverses: None,
+            reversed_by: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn a_batch_record_reads_its_transfers_from_their_pack_and_nothing_else() {
+        let ids = IdGen::new();
+        let tenant = TenantId::new("acme").expect("tenant");
+        let first = ids.transfer(Timestamp::from_micros(5));
+        let made: Vec<Transfer> = (0..3)
+            .map(|i| transfer(&ids, TransferId::in_pack(first, i)))
+            .collect();
+        let refused = Rejection::UnknownAccount {
+            account: ids.account(Timestamp::from_micros(5)),
+        };
+        let record = IdempotencyRecord {
+            fingerprint: [7; 32],
+            outcome: Outcome::Batch(vec![Ok(made[0].clone()), Err(refused), Ok(made[2].clone())]),
+            at: Timestamp::from_micros(9),
+        };
+        let item = |key: Key, body: Vec<u8>| Item {
+            key,
+            version: 1,
+            body,
+        };
+        let key = layout::idempotency(&tenant, &IdempotencyKey::new("k").expect("key"));
+        let stored = item(key.clone(), encode_record(&record, |_| true));
+        assert_eq!(stored.body[0], codec::FORMAT_BATCH_RECORD_V1);
+        let pack_key = layout::transfer_pack(&tenant, &first);
+        let pack = item(pack_key.clone(), transfer_pack::encode_pack(&made));
+        let found = |k: &Key| (k == &pack_key).then_some(&pack);
+        assert_eq!(
+            decode_record(&stored, &tenant, found).expect("read"),
+            record
+        );
+        // Without its pack, or with a pack that lacks a transfer: corrupt, not a guess.
+        assert!(matches!(
+            decode_record(&stored, &tenant, |_| None),
+            Err(Error::Corrupt(_))
+        ));
+        let short = item(pack_key.clone(), transfer_pack::encode_pack(&made[..2]));
+        let found = |k: &Key| (k == &pack_key).then_some(&short);
+        assert!(matches!(
+            decode_record(&stored, &tenant, found),
+            Err(Error::Corrupt(_))
+        ));
+        // A transfer the packs do not hold as the batch made it: the record is stored whole.
+        let whole = item(key, encode_record(&record, |t| t.id != made[2].id));
+        assert_eq!(whole.body[0], codec::FORMAT_POSTCARD_V1);
+        assert_eq!(
+            decode_record(&whole, &tenant, |_| None).expect("read"),
+            record
+        );
     }
 }

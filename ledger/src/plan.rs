@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::account::Metadata;
 use crate::account::{Account, AccountStatus, Balances, NewAccount, Side, StatusAction};
-use crate::codec::{decode, encode};
-use crate::command::{BatchMode, Command, Committed, IdempotencyRecord, Op, Outcome};
+use crate::codec::{FORMAT_BATCH_RECORD_V1, decode_as, encode};
+use crate::command::{BatchMode, BatchRecord, Command, Committed, IdempotencyRecord, Op, Outcome};
 use crate::error::{BatchFailure, Error, Rejection};
 use crate::history;
 use crate::ids::{AccountId, IdGen, TenantId, TransferId};
@@ -112,6 +112,8 @@ pub(crate) struct Planner<'a> {
     /// Each tenant's pack being filled: its base id, the next index, how full it is.
     packs: Map<TenantId, (TransferId, u32, transfer_pack::PackFill)>,
     idempotency: Map<Key, IdempotencyRecord>,
+    /// The keys of the records this batch writes, with their tenants.
+    records: Vec<(Key, TenantId)>,
     /// Balances of the account heads as read, for the final balance check.
     read_balances: Map<Key, Balances>,
     writes: BTreeMap<Key, Pending>,
@@ -167,6 +169,14 @@ fn stored_transfer(
 pub(crate) fn second_reads(commands: &[Command], reads: &Snapshot) -> Result<Vec<Key>, Error> {
     let mut keys = Vec::new();
     for cmd in commands {
+        // A replayed batch's record names its transfers in their packs.
+        let record = cmd
+            .idempotency_key()
+            .and_then(|k| reads.get(&k).cloned().flatten());
+        if let Some(item) = record.filter(|i| i.body.first() == Some(&FORMAT_BATCH_RECORD_V1)) {
+            let record: BatchRecord = decode_as(FORMAT_BATCH_RECORD_V1, &item)?;
+            keys.extend(record.pack_keys(&cmd.tenant));
+        }
         let transfer = match &cmd.op {
             Op::Post { transfer, .. }
             | Op::Void { transfer }
@@ -221,6 +231,7 @@ impl<'a> Planner<'a> {
             singles: Map::default(),
             packs: Map::default(),
             idempotency: Map::default(),
+            records: Vec::new(),
             read_balances: Map::default(),
             writes: BTreeMap::new(),
             entries: Vec::new(),
@@ -232,7 +243,7 @@ impl<'a> Planner<'a> {
     pub(crate) fn execute(&mut self, cmd: &Command) -> Result<Committed<Outcome>, Error> {
         let idempotency = cmd.idempotency_key().map(|key| (key, cmd.op.fingerprint()));
         if let Some((key, fingerprint)) = &idempotency {
-            match self.idempotency_record(key) {
+            match self.idempotency_record(&cmd.tenant, key) {
                 Err(Fail::Fatal(why)) => return Err(corrupt(why)),
                 Err(_) => {}
                 Ok(Some(record)) if &record.fingerprint == fingerprint => {
@@ -258,16 +269,17 @@ impl<'a> Planner<'a> {
                 });
             }
         };
+        self.commit_layer();
         if let Some((key, fingerprint)) = idempotency {
             let record = IdempotencyRecord {
                 fingerprint,
                 outcome: outcome.clone(),
                 at: self.now,
             };
-            self.insert(key.clone(), encode(&record));
+            // Encoded with the other writes (`into_ops`), when the batch's packs are final.
+            self.records.push((key.clone(), cmd.tenant.clone()));
             self.idempotency.insert(key, record);
         }
-        self.commit_layer();
         Ok(Committed {
             value: outcome,
             replayed: false,
@@ -275,8 +287,26 @@ impl<'a> Planner<'a> {
     }
 
     /// The writes of everything that succeeded, after checking that they balance.
-    pub(crate) fn into_ops(self) -> Result<Vec<WriteOp>, Error> {
+    pub(crate) fn into_ops(mut self) -> Result<Vec<WriteOp>, Error> {
         self.check_balanced()?;
+        // Idempotency records: a batch's names its transfers when their packs, written in this
+        // same transaction, hold them as the batch made them.
+        for (key, tenant) in std::mem::take(&mut self.records) {
+            let Some(record) = self.idempotency.get(&key) else {
+                continue;
+            };
+            let in_pack = |t: &Transfer| {
+                let own = layout::transfer_state(&tenant, &t.id);
+                self.created.contains_key(&own)
+                    && self
+                        .transfers
+                        .get(&own)
+                        .and_then(|slot| slot.value.as_ref())
+                        == Some(t)
+            };
+            let body = crate::command::encode_record(record, in_pack);
+            merge(&mut self.writes, key, Pending::Insert(body));
+        }
         let mut ops =
             Vec::with_capacity(self.writes.len() + self.accounts.len() + self.transfers.len());
         // `created`: the condition of an item the batch creates (it read no version).
@@ -947,14 +977,22 @@ impl<'a> Planner<'a> {
         Ok(self.transfers.get(&key).and_then(|s| s.value.clone()))
     }
 
-    fn idempotency_record(&mut self, key: &Key) -> Result<Option<IdempotencyRecord>, Fail> {
+    fn idempotency_record(
+        &mut self,
+        tenant: &TenantId,
+        key: &Key,
+    ) -> Result<Option<IdempotencyRecord>, Fail> {
         if let Some(record) = self.idempotency.get(key) {
             return Ok(Some(record.clone()));
         }
         match self.read(key)? {
-            Some(item) => decode(item)
-                .map(Some)
-                .map_err(|e| Fail::Fatal(e.to_string())),
+            Some(item) => {
+                let reads = self.reads;
+                let pack = |k: &Key| reads.get(k).and_then(Option::as_ref);
+                crate::command::decode_record(item, tenant, pack)
+                    .map(Some)
+                    .map_err(|e| Fail::Fatal(e.to_string()))
+            }
             None => Ok(None),
         }
     }

@@ -133,9 +133,10 @@ async fn batch_items_may_be_holds() {
         // The hold reserved 40: nothing is left for this one.
         plain(wallet, shop, 1, usd()),
     ];
+    let k = h.key();
     let results = fresh(
         h.ledger
-            .create_batch(&acme, h.key(), BatchMode::Independent, items)
+            .create_batch(&acme, k.clone(), BatchMode::Independent, items.clone())
             .await,
     );
     let states: Vec<_> = results
@@ -154,6 +155,19 @@ async fn batch_items_may_be_holds() {
     // The batch's hold expires like any other.
     h.clock.advance(std::time::Duration::from_secs(60));
     assert_eq!(h.ledger.sweep_expired_holds().await.unwrap(), 1);
+    assert_eq!(h.balances(&acme, wallet).await, bal(60, 100, 0, 0));
+    let hold = results[0].as_ref().unwrap();
+    let now = h.ledger.get_transfer(&acme, &hold.id).await.unwrap();
+    assert_eq!(now.state, TransferState::Voided);
+    // A replay returns the batch's results as they were, the hold still pending, though the
+    // stored record names the transfers in their pack, where later changes do not go.
+    let replay = h
+        .ledger
+        .create_batch(&acme, k, BatchMode::Independent, items)
+        .await
+        .unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.value, results);
     assert_eq!(h.balances(&acme, wallet).await, bal(60, 100, 0, 0));
 }
 

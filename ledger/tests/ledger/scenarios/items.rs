@@ -22,6 +22,8 @@ struct Recording {
     transactions: Arc<Mutex<Vec<Vec<Key>>>>,
     items_max: Option<usize>,
     write_unit_bytes: usize,
+    /// Every item written, when kept.
+    items: Option<Arc<Mutex<Vec<Item>>>>,
 }
 
 /// A harness whose store records its transactions, and those transactions. Its account heads
@@ -34,17 +36,30 @@ fn recorded_with_unit(
     items_max: Option<usize>,
     write_unit_bytes: usize,
 ) -> (Harness, Arc<Mutex<Vec<Vec<Key>>>>) {
+    let (h, transactions, _) = recorded_items(items_max, write_unit_bytes, false);
+    (h, transactions)
+}
+
+/// A recording harness that also keeps every item written.
+#[allow(clippy::type_complexity)]
+fn recorded_items(
+    items_max: Option<usize>,
+    write_unit_bytes: usize,
+    keep: bool,
+) -> (Harness, Arc<Mutex<Vec<Vec<Key>>>>, Arc<Mutex<Vec<Item>>>) {
     let transactions = Arc::new(Mutex::new(Vec::new()));
-    let seen = transactions.clone();
+    let items = Arc::new(Mutex::new(Vec::new()));
+    let (seen, kept) = (transactions.clone(), items.clone());
     let h = Harness::start_on(CommitConfig::default(), move |inner| {
         Arc::new(Recording {
             inner,
             transactions: seen,
             items_max,
             write_unit_bytes,
+            items: keep.then_some(kept),
         })
     });
-    (h, transactions)
+    (h, transactions, items)
 }
 
 #[async_trait]
@@ -64,6 +79,14 @@ impl Store for Recording {
         }
         let keys = ops.iter().map(|op| op.key().clone()).collect();
         self.transactions.lock().unwrap().push(keys);
+        if let Some(items) = &self.items {
+            let mut items = items.lock().unwrap();
+            for op in &ops {
+                if let WriteOp::Put { item, .. } = op {
+                    items.push(item.clone());
+                }
+            }
+        }
         self.inner.transact_write(ops).await
     }
 
@@ -264,4 +287,52 @@ async fn with_a_write_unit_a_transaction_writes_one_item_per_account_until_its_h
     let listed = h.ledger.entries(&acme, &shop, page).await.unwrap();
     let amounts: Vec<u64> = listed.items.iter().map(|e| e.amount).collect();
     assert_eq!(amounts, (1..=n).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_batchs_idempotency_record_names_its_transfers_in_their_pack() {
+    let (h, _, items) = recorded_items(None, 1024, true);
+    let acme = tenant("acme");
+    let accounts = h.cash_accounts(&acme, 4).await;
+    let batch: Vec<_> = (0..40)
+        .map(|i| plain(accounts[i % 4], accounts[(i + 1) % 4], 1 + i as u64, usd()))
+        .collect();
+    let key = h.key();
+    fresh(
+        h.ledger
+            .create_batch(&acme, key.clone(), BatchMode::Atomic, batch)
+            .await,
+    );
+    let written = items.lock().unwrap().clone();
+    let find = |k: &Key| written.iter().find(|i| &i.key == k).cloned().unwrap();
+    let record = find(&layout::idempotency(&acme, &key));
+    let pack = written
+        .iter()
+        .find(|i| i.key.pk == layout::transfers(&acme))
+        .cloned()
+        .unwrap();
+    // The record names forty ids (16 bytes each); the pack holds the forty transfers.
+    assert_eq!(record.body[0], ledger::codec::FORMAT_BATCH_RECORD_V1);
+    assert!(
+        record.body.len() < 40 * 20 + 100,
+        "{} bytes",
+        record.body.len()
+    );
+    assert!(pack.body.len() > 40 * 60, "{} bytes", pack.body.len());
+    // A single transfer's record holds its outcome whole: there is no pack to name.
+    let single = h.key();
+    h.ledger
+        .create_transfer(
+            &acme,
+            single.clone(),
+            plain(accounts[0], accounts[1], 5, usd()),
+        )
+        .await
+        .unwrap();
+    let written = items.lock().unwrap().clone();
+    let record = written
+        .iter()
+        .find(|i| i.key == layout::idempotency(&acme, &single))
+        .unwrap();
+    assert_eq!(record.body[0], ledger::codec::FORMAT_POSTCARD_V1);
 }
