@@ -32,9 +32,10 @@ pub const LEGS_MAX: usize = 64;
 /// Most transfers in one batch request.
 pub const BATCH_TRANSFERS_MAX: usize = 1000;
 
-/// Most entries in one stored entry page (the entries one transaction writes on one account,
-/// see `history`); a transaction with more writes several pages. At under 100 bytes an entry, a
-/// page stays far below DynamoDB's 400 KB item limit.
+/// Most entries one transaction writes to one stored entry page of an account (see `history`);
+/// a transaction with more writes several pages. The first page also takes the entries the
+/// account's head kept (under a write unit's worth). At under 100 bytes an entry, a page stays
+/// far below DynamoDB's 400 KB item limit.
 pub const ENTRY_PAGE_LEN_MAX: usize = 256;
 /// Most transfers in one pack (`transfer_pack.rs`); below 2^20, the ids a pack can number.
 pub const TRANSFER_PACK_LEN_MAX: usize = 256;
