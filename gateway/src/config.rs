@@ -35,6 +35,17 @@ pub const DEFAULT_JWT_LEEWAY_S: u64 = 30;
 pub const JWT_LEEWAY_S_MAX: u64 = 300;
 /// Default request body limit: a 1000-transfer batch with modest metadata fits.
 pub const DEFAULT_BODY_BYTES_MAX: usize = 2 << 20;
+/// Default bound on requests being served at once; one more is shed with 503.
+pub const DEFAULT_CONCURRENCY_MAX: usize = 1024;
+/// Default longest wait for a request's complete head (slow clients), in milliseconds.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Default most header fields in one request.
+pub const DEFAULT_HEADERS_MAX: usize = 64;
+/// Default most bytes of one request's head (request line and header fields).
+pub const DEFAULT_HEADER_BYTES_MAX: usize = 16 << 10;
+/// Fewest bytes a request head may be limited to (hyper reads HTTP/1.1 heads into at least
+/// 8 KiB).
+pub const HEADER_BYTES_MIN: usize = 8 << 10;
 /// Default time a request may take, end to end.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Default time in-flight requests get to finish after SIGTERM or SIGINT.
@@ -94,6 +105,14 @@ pub struct Config {
     pub token_cache_len_max: usize,
     /// Request body limit in bytes.
     pub body_bytes_max: usize,
+    /// Most requests served at once; one more gets 503 with `Retry-After`.
+    pub concurrency_max: usize,
+    /// Longest wait for a request's complete head.
+    pub header_read_timeout: Duration,
+    /// Most header fields in one request.
+    pub headers_max: usize,
+    /// Most bytes of one request's head.
+    pub header_bytes_max: usize,
     /// End-to-end request timeout.
     pub request_timeout: Duration,
     /// How long in-flight requests may take after a shutdown signal.
@@ -200,6 +219,10 @@ pub const SETTINGS: &[&str] = &[
     "jwt_leeway_s",
     "token_cache_len_max",
     "body_bytes_max",
+    "concurrency_max",
+    "header_read_timeout_ms",
+    "headers_max",
+    "header_bytes_max",
     "request_timeout_ms",
     "shutdown_grace_ms",
     "http_threads",
@@ -349,6 +372,34 @@ impl Config {
                 1024,
                 64 << 20,
             )?,
+            concurrency_max: bounded(
+                "concurrency_max",
+                parse(source, "concurrency_max", DEFAULT_CONCURRENCY_MAX)?,
+                1,
+                1_000_000,
+            )?,
+            header_read_timeout: Duration::from_millis(bounded(
+                "header_read_timeout_ms",
+                parse(
+                    source,
+                    "header_read_timeout_ms",
+                    DEFAULT_HEADER_READ_TIMEOUT_MS,
+                )?,
+                100,
+                600_000,
+            )?),
+            headers_max: bounded(
+                "headers_max",
+                parse(source, "headers_max", DEFAULT_HEADERS_MAX)?,
+                8,
+                1_000,
+            )?,
+            header_bytes_max: bounded(
+                "header_bytes_max",
+                parse(source, "header_bytes_max", DEFAULT_HEADER_BYTES_MAX)?,
+                HEADER_BYTES_MIN,
+                1 << 20,
+            )?,
             request_timeout: Duration::from_millis(bounded(
                 "request_timeout_ms",
                 parse(source, "request_timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)?,
@@ -479,6 +530,14 @@ impl fmt::Display for Config {
         writeln!(f, "jwt_leeway_s = {}", self.jwt_leeway_s)?;
         writeln!(f, "token_cache_len_max = {}", self.token_cache_len_max)?;
         writeln!(f, "body_bytes_max = {}", self.body_bytes_max)?;
+        writeln!(f, "concurrency_max = {}", self.concurrency_max)?;
+        writeln!(
+            f,
+            "header_read_timeout_ms = {}",
+            self.header_read_timeout.as_millis()
+        )?;
+        writeln!(f, "headers_max = {}", self.headers_max)?;
+        writeln!(f, "header_bytes_max = {}", self.header_bytes_max)?;
         writeln!(
             f,
             "request_timeout_ms = {}",
@@ -540,6 +599,13 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.body_bytes_max, DEFAULT_BODY_BYTES_MAX);
+        assert_eq!(c.concurrency_max, DEFAULT_CONCURRENCY_MAX);
+        assert_eq!(
+            c.header_read_timeout,
+            Duration::from_millis(DEFAULT_HEADER_READ_TIMEOUT_MS)
+        );
+        assert_eq!(c.headers_max, DEFAULT_HEADERS_MAX);
+        assert_eq!(c.header_bytes_max, DEFAULT_HEADER_BYTES_MAX);
         assert_eq!(c.commit, CommitConfig::default());
         assert_eq!(c.store, StoreChoice::Sqlite);
         assert_eq!(c.dynamodb.table, DYNAMODB_TABLE_DEFAULT);
@@ -588,6 +654,10 @@ mod tests {
             "metrics_listen",
         );
         check(&[("body_bytes_max", "10")], "body_bytes_max");
+        check(&[("concurrency_max", "0")], "concurrency_max");
+        check(&[("header_read_timeout_ms", "5")], "header_read_timeout_ms");
+        check(&[("headers_max", "2")], "headers_max");
+        check(&[("header_bytes_max", "4096")], "header_bytes_max");
         check(&[("http_threads", "257")], "http_threads");
         check(&[("http_threads", "-1")], "http_threads");
         check(&[("jwt_leeway_s", "301")], "jwt_leeway_s");

@@ -35,10 +35,13 @@ use crate::tls::{self, CertFiles};
 
 /// Longest TLS handshake allowed.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for a complete request head on HTTP/1.1.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent streams per HTTP/2 connection.
 pub const H2_STREAMS_MAX: u32 = 256;
+/// Streams an HTTP/2 client may reset before the server has accepted them (reset floods, as in
+/// CVE-2023-44487): beyond it the connection is closed.
+pub const H2_PENDING_RESETS_MAX: usize = 20;
+/// Streams the server may reset for a client's protocol errors before it closes the connection.
+pub const H2_ERROR_RESETS_MAX: usize = 256;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +197,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         draining: AtomicBool::new(false),
         request_timeout: config.request_timeout,
         body_bytes_max: config.body_bytes_max,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
     });
+    let limits = ConnLimits {
+        header_read_timeout: config.header_read_timeout,
+        headers_max: config.headers_max,
+        header_bytes_max: config.header_bytes_max,
+    };
     let app = router(state.clone(), config.body_bytes_max);
     let (stop, stopped) = watch::channel(false);
     let (metrics_addr, metrics_task) = match metrics_listener {
@@ -215,6 +224,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             app,
             stopped,
             grace,
+            limits,
             &state,
         )
         .await;
@@ -234,12 +244,22 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     Ok(Running { info, stop, task })
 }
 
+/// What one connection may send before a request is read: bounds against slow and flooding
+/// clients. A head over the limits is answered 431 (HTTP/1.1) or its stream refused (HTTP/2).
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    header_read_timeout: Duration,
+    headers_max: usize,
+    header_bytes_max: usize,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Router,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
+    limits: ConnLimits,
     state: &AppState,
 ) {
     let graceful = GracefulShutdown::new();
@@ -247,12 +267,17 @@ async fn accept_loop(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.headers_max)
+        .max_buf_size(limits.header_bytes_max)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_STREAMS_MAX);
+        .max_concurrent_streams(H2_STREAMS_MAX)
+        .max_header_list_size(u32::try_from(limits.header_bytes_max).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_PENDING_RESETS_MAX)
+        .max_local_error_reset_streams(H2_ERROR_RESETS_MAX);
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -60,6 +60,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Request body limit in bytes.
     pub body_bytes_max: usize,
+    /// Permits for requests being served (`concurrency_max`); a request that finds none is shed.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(OpenApi)]
@@ -180,13 +182,27 @@ async fn edge(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let span = tracing::info_span!("request", request_id = %id, %method, %path, tenant = tracing::field::Empty);
+    // Health checks are never shed: an orchestrator must see a busy task alive.
+    let permit = if path.starts_with("/health/") {
+        None
+    } else {
+        Some(state.in_flight.clone().try_acquire_owned())
+    };
     let context = RequestContext {
         request_id: id.clone(),
         path,
     };
     let timeout = state.request_timeout;
     let work = async move {
-        match tokio::time::timeout(timeout, next.run(req)).await {
+        if let Some(Err(_)) = permit {
+            return ApiError::new(
+                ProblemKind::Overloaded,
+                "too many requests in progress; nothing was done",
+            )
+            .retry_after(1)
+            .into_response();
+        }
+        let response = match tokio::time::timeout(timeout, next.run(req)).await {
             Ok(response) => response,
             Err(_) => ApiError::new(
                 ProblemKind::Timeout,
@@ -198,16 +214,39 @@ async fn edge(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
             )
             .retry_after(1)
             .into_response(),
-        }
+        };
+        drop(permit);
+        response
     };
     let mut response = REQUEST.scope(context, work).instrument(span.clone()).await;
+    let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
+        headers.insert(REQUEST_ID, value);
     }
+    secure(headers);
     let status = response.status().as_u16();
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     span.in_scope(|| tracing::info!(status, latency_us, "request"));
     response
+}
+
+/// HTTP Strict Transport Security: two years, subdomains included.
+pub const HSTS: &str = "max-age=63072000; includeSubDomains";
+
+/// Headers every answer carries: browsers keep to HTTPS and do not sniff types; nothing is
+/// cached unless the answer says otherwise (every ledger answer is sensitive).
+fn secure(headers: &mut axum::http::HeaderMap) {
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(HSTS),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
 }
 
 /// A JSON answer. API answers are never cached; a replay says so.

@@ -12,6 +12,8 @@
 //! - [`tenancy`]: one tenant cannot see or touch another's data.
 //! - [`idempotency`]: replays, and concurrent requests with one key.
 //! - [`auth`]: every kind of bad token is refused.
+//! - [`hostile`]: security headers on every answer; header floods, slow clients and more
+//!   requests than the server serves at once, each refused cheaply while others are served.
 //! - [`ledger_rules`]: hold expiry, no overdraft under concurrency, batch modes, paging,
 //!   retry after a timeout.
 //! - [`cli`]: `dev-token`, `trial-balance`, and exit status 64 for bad configuration.
@@ -36,6 +38,7 @@ mod cli;
 mod crash;
 mod dynamodb;
 mod harness;
+mod hostile;
 mod idempotency;
 mod ledger_rules;
 mod logs;

@@ -1,0 +1,191 @@
+//! Hostile and careless clients: every answer carries the security headers; header floods get
+//! 431; a client that never finishes its request head is cut off; requests beyond
+//! `concurrency_max` are shed with a 503 problem and `Retry-After` while health checks still
+//! answer. Each through real TLS, and the server serves normally afterwards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::harness::{Instance, Protocol, READ_WRITE, Req, unique_key};
+
+/// A raw HTTP/1.1-over-TLS connection to `instance`, trusting only its certificate: for
+/// requests no well-behaved client library sends.
+async fn raw(instance: &Instance) -> TlsStream<TcpStream> {
+    let mut roots = RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(&instance.cert_pem) {
+        roots.add(der.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let addr = instance.url.trim_start_matches("https://");
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let ip: std::net::IpAddr = addr.rsplit_once(':').unwrap().0.parse().unwrap();
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::IpAddress(ip.into()), tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers_and_no_cors() {
+    let instance = Instance::start().await;
+    let api = instance.api("acme");
+    let anonymous = instance.anonymous(Protocol::Http1);
+    let origin = ("origin", "https://evil.example");
+    let answers = [
+        api.send(Req::get("/health/live").header(origin.0, origin.1))
+            .await,
+        api.send(
+            Req::post("/v1/accounts")
+                .key(&unique_key("acct"))
+                .json(&json!({"currency": "USD", "normal_side": "debit"}))
+                .header(origin.0, origin.1),
+        )
+        .await,
+        anonymous.send(Req::get("/v1/accounts").no_token()).await,
+        api.send(Req::get("/no/such/route")).await,
+        api.send(Req::new(reqwest::Method::OPTIONS, "/v1/accounts").header(origin.0, origin.1))
+            .await,
+    ];
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [200, 201, 401, 404, 405]);
+    for answer in &answers {
+        assert_eq!(
+            answer.header("strict-transport-security"),
+            Some(gateway::api::HSTS),
+            "{}",
+            answer.status
+        );
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(answer.header("cache-control"), Some("no-store"));
+        // CORS is off: no browser on another origin may read an answer.
+        assert_eq!(answer.header("access-control-allow-origin"), None);
+    }
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn header_floods_get_431_and_the_server_goes_on() {
+    let instance =
+        Instance::start_with(&[("headers_max", "32"), ("header_bytes_max", "16384")]).await;
+    let http1 = instance.anonymous(Protocol::Http1);
+    // Too many fields.
+    let mut many = Req::get("/health/live");
+    for i in 0..40 {
+        many = many.header(&format!("x-flood-{i}"), "1");
+    }
+    assert_eq!(http1.send(many).await.status, 431);
+    // One field too long for the head.
+    let long = Req::get("/health/live").header("x-flood", &"a".repeat(20_000));
+    assert_eq!(http1.send(long).await.status, 431);
+    // Within the limits, and on HTTP/2, requests are served; over HTTP/2 a header list over
+    // the limit is refused, never served.
+    let mut fine = Req::get("/health/live");
+    for i in 0..20 {
+        fine = fine.header(&format!("x-ok-{i}"), "1");
+    }
+    assert_eq!(http1.send(fine).await.status, 200);
+    let h2 = instance.anonymous(Protocol::Negotiated);
+    let big = Req::get("/health/live").header("x-flood", &"a".repeat(40_000));
+    match h2.try_send(big).await {
+        Ok(reply) => assert_eq!(reply.status, 431),
+        Err(error) => assert!(!error.is_timeout(), "{error:?}"),
+    }
+    instance
+        .api("acme")
+        .send(Req::get("/health/ready"))
+        .await
+        .expect(200);
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+    let instance = Instance::start_with(&[("header_read_timeout_ms", "500")]).await;
+    let mut conn = raw(&instance).await;
+    let started = Instant::now();
+    conn.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        .await
+        .unwrap();
+    conn.flush().await.unwrap();
+    // The server closes the connection at the timeout; the client never sent the end.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
+    let elapsed = started.elapsed();
+    assert!(read.is_ok(), "still open after 10 s");
+    assert!(
+        elapsed >= Duration::from_millis(450),
+        "cut off after {elapsed:?}"
+    );
+    // No request was served on it.
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+    // A client that sends its head in time is served.
+    let mut conn = raw(&instance).await;
+    conn.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn requests_beyond_concurrency_max_are_shed_with_503_and_health_still_answers() {
+    let instance = Instance::start_with(&[("concurrency_max", "1")]).await;
+    let api = instance.api("acme");
+    // One request in progress: a body announced at 100 bytes that arrives slowly.
+    let token = instance.tokens.mint("acme", READ_WRITE);
+    let mut slow = raw(&instance).await;
+    let head = format!(
+        "POST /v1/accounts HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+         idempotency-key: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n\
+         {{\"currency\"",
+        unique_key("slow")
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.flush().await.unwrap();
+    // The server holds its one permit for that request: the next is shed, at once.
+    let mut shed = None;
+    for _ in 0..50 {
+        let reply = api.send(Req::get("/v1/accounts")).await;
+        if reply.status == 503 {
+            shed = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shed = shed.expect("a request beyond the limit was served");
+    shed.expect_problem(503, "overloaded");
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert!(shed.header("x-request-id").is_some());
+    // Health checks are not counted.
+    api.send(Req::get("/health/live")).await.expect(200);
+    api.send(Req::get("/health/ready")).await.expect(200);
+    // The slow client goes away; its permit comes back, and requests are served again.
+    drop(slow);
+    let mut served = false;
+    for _ in 0..100 {
+        if api.send(Req::get("/v1/accounts")).await.status == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "the permit never came back");
+    instance.stop().await;
+}
