@@ -7,6 +7,7 @@
 //! self-signed certificate, a local dev token issuer, HTTPS on 127.0.0.1:8443. Production mode
 //! refuses to start without a real certificate and a real token issuer.
 
+use crate::tls::TlsMode;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -46,6 +47,9 @@ pub const DEFAULT_HEADER_BYTES_MAX: usize = 16 << 10;
 /// Fewest bytes a request head may be limited to (hyper reads HTTP/1.1 heads into at least
 /// 8 KiB).
 pub const HEADER_BYTES_MIN: usize = 8 << 10;
+/// Default interval at which the certificate and key files are checked for changes, in
+/// milliseconds.
+pub const DEFAULT_TLS_RELOAD_MS: u64 = 5_000;
 /// Default time a request may take, end to end.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Default time in-flight requests get to finish after SIGTERM or SIGINT.
@@ -93,6 +97,10 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key, with `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Protocol versions and cipher suites offered.
+    pub tls_mode: TlsMode,
+    /// How often the certificate and key files are checked for changes (zero: only on SIGHUP).
+    pub tls_reload: Duration,
     /// JWKS file of the identity provider's public keys.
     pub jwks_file: Option<PathBuf>,
     /// The `iss` that tokens signed by the JWKS keys must carry.
@@ -213,6 +221,8 @@ pub const SETTINGS: &[&str] = &[
     "metrics_listen",
     "tls_cert",
     "tls_key",
+    "tls_mode",
+    "tls_reload_ms",
     "jwks_file",
     "jwt_issuer",
     "jwt_audience",
@@ -330,6 +340,19 @@ impl Config {
                 )));
             }
         };
+        let tls_mode = match source.get("tls_mode").as_deref().map(str::trim) {
+            None | Some("intermediate") => TlsMode::Intermediate,
+            Some("modern") => TlsMode::Modern,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "tls_mode must be intermediate or modern, not {other:?}"
+                )));
+            }
+        };
+        let tls_reload_ms = parse(source, "tls_reload_ms", DEFAULT_TLS_RELOAD_MS)?;
+        if tls_reload_ms != 0 {
+            bounded("tls_reload_ms", tls_reload_ms, 100, 3_600_000)?;
+        }
         let config = Config {
             mode,
             data_dir: path("data_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -349,6 +372,8 @@ impl Config {
             },
             tls_cert: path("tls_cert"),
             tls_key: path("tls_key"),
+            tls_mode,
+            tls_reload: Duration::from_millis(tls_reload_ms),
             jwks_file: path("jwks_file"),
             jwt_issuer: source.get("jwt_issuer").filter(|s| !s.is_empty()),
             jwt_audience: source
@@ -520,6 +545,15 @@ impl fmt::Display for Config {
         }
         writeln!(f, "tls_cert = {}", opt(&self.tls_cert))?;
         writeln!(f, "tls_key = {}", opt(&self.tls_key))?;
+        writeln!(
+            f,
+            "tls_mode = {}",
+            match self.tls_mode {
+                TlsMode::Intermediate => "intermediate",
+                TlsMode::Modern => "modern",
+            }
+        )?;
+        writeln!(f, "tls_reload_ms = {}", self.tls_reload.as_millis())?;
         writeln!(f, "jwks_file = {}", opt(&self.jwks_file))?;
         writeln!(
             f,
@@ -663,6 +697,8 @@ mod tests {
         check(&[("jwt_leeway_s", "301")], "jwt_leeway_s");
         check(&[("commit_batch_len_max", "0")], "commit_batch_len_max");
         check(&[("tls_cert", "c.pem")], "tls_key");
+        check(&[("tls_mode", "old")], "tls_mode");
+        check(&[("tls_reload_ms", "10")], "tls_reload_ms");
         check(&[("store", "postgres")], "store");
         check(&[("dynamodb_table", "a b")], "dynamodb_table");
         check(&[("dynamodb_table", "ab")], "dynamodb_table");

@@ -166,8 +166,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         },
         _ => tls::ensure_dev_cert(&config.data_dir)?,
     };
-    let tls_config = tls::server_config(&files)?;
-    let fingerprint = tls::fingerprint(&tls::load_certs(&files.cert)?[0]);
+    let certs = Arc::new(tls::CertStore::open(
+        &files,
+        Arc::new(config.tls_mode.provider()),
+    )?);
+    let tls_config = tls::server_config(certs.clone(), config.tls_mode)?;
+    let fingerprint = certs.fingerprint();
     let (verifier, dev) = verifier(config)?;
     // Both addresses first: a taken port stops the start before anything else runs.
     let listener = TcpListener::bind(config.listen)
@@ -216,6 +220,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
         None => (None, None),
     };
+    let reloader = tokio::spawn(reload_certs(certs, config.tls_reload, stopped.clone()));
     let grace = config.shutdown_grace;
     let task = tokio::spawn(async move {
         accept_loop(
@@ -229,6 +234,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         )
         .await;
         ledger.shutdown().await;
+        let _ = reloader.await;
         if let Some(metrics) = metrics_task {
             let _ = metrics.await;
         }
@@ -331,6 +337,50 @@ async fn accept_loop(
             grace_ms = grace.as_millis() as u64,
             "grace period over; closing remaining connections"
         );
+    }
+}
+
+/// Replaces the served certificate when its files change (checked every `interval`, unless
+/// zero) or on SIGHUP, until `stop`. A pair that does not load is logged and the current one
+/// kept.
+async fn reload_certs(
+    certs: Arc<tls::CertStore>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; certificates reload only when their files change");
+            None
+        }
+    };
+    let mut tick = (!interval.is_zero()).then(|| {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    });
+    loop {
+        let forced = tokio::select! {
+            _ = stop.changed() => return,
+            Some(()) = async { hangup.as_mut()?.recv().await } => true,
+            _ = async { match tick.as_mut() { Some(t) => t.tick().await, None => std::future::pending().await } } => false,
+        };
+        let outcome = if forced {
+            certs.reload().map(|()| true)
+        } else {
+            certs.reload_if_changed()
+        };
+        match outcome {
+            Ok(true) => {
+                tracing::info!(fingerprint = %certs.fingerprint(), "TLS certificate reloaded")
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, "TLS certificate reload failed; serving the previous one")
+            }
+        }
     }
 }
 

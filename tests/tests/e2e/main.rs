@@ -12,6 +12,8 @@
 //! - [`tenancy`]: one tenant cannot see or touch another's data.
 //! - [`idempotency`]: replays, and concurrent requests with one key.
 //! - [`auth`]: every kind of bad token is refused.
+//! - [`tls`]: protocol versions per mode, RSA and ECDSA certificates, a certificate replaced
+//!   while the server runs.
 //! - [`hostile`]: security headers on every answer; header floods, slow clients and more
 //!   requests than the server serves at once, each refused cheaply while others are served.
 //! - [`ledger_rules`]: hold expiry, no overdraft under concurrency, batch modes, paging,
@@ -47,4 +49,5 @@ mod openapi;
 mod robustness;
 mod shutdown;
 mod tenancy;
+mod tls;
 mod walkthrough;
