@@ -44,6 +44,8 @@ pub struct Identity {
     pub tenant: TenantId,
     /// Granted scopes.
     pub scopes: Vec<String>,
+    /// Roles, whose scopes the route policy grants (`crate::policy`).
+    pub roles: Vec<String>,
     /// The token's `exp`, seconds since the epoch.
     pub expires_at: u64,
 }
@@ -106,6 +108,8 @@ struct Claims {
     scope: Option<String>,
     #[serde(default)]
     scp: Option<Vec<String>>,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
 }
 
 struct VerifyKey {
@@ -239,6 +243,7 @@ impl Verifier {
             subject: claims.sub,
             tenant,
             scopes,
+            roles: claims.roles.unwrap_or_default(),
             expires_at: claims.exp,
         });
         self.remember(digest, identity.clone(), now);
@@ -349,6 +354,9 @@ pub struct DevClaims {
     pub tenant: String,
     /// Space-separated scopes.
     pub scope: String,
+    /// Roles, whose scopes the route policy grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
     /// Issued at.
     pub iat: u64,
     /// Not before.
@@ -430,6 +438,7 @@ impl DevIssuer {
             sub: subject.to_owned(),
             tenant: tenant.to_string(),
             scope: scopes.join(" "),
+            roles: None,
             iat: now,
             nbf: now,
             exp: now.saturating_add(ttl_s),

@@ -153,7 +153,10 @@ async fn serve(config: Config) -> ExitCode {
         Ok(running) => running,
         Err(e) => {
             eprintln!("strongroom: {e}");
-            let code = if matches!(e, crate::server::StartError::Config(_)) {
+            let code = if matches!(
+                e,
+                crate::server::StartError::Config(_) | crate::server::StartError::Policy(_)
+            ) {
                 EXIT_CONFIG
             } else {
                 1

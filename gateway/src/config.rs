@@ -99,6 +99,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Protocol versions and cipher suites offered.
     pub tls_mode: TlsMode,
+    /// A route policy file replacing the built-in `policies/routes.toml`.
+    pub policy_file: Option<PathBuf>,
     /// How often the certificate and key files are checked for changes (zero: only on SIGHUP).
     pub tls_reload: Duration,
     /// JWKS file of the identity provider's public keys.
@@ -223,6 +225,7 @@ pub const SETTINGS: &[&str] = &[
     "tls_key",
     "tls_mode",
     "tls_reload_ms",
+    "policy_file",
     "jwks_file",
     "jwt_issuer",
     "jwt_audience",
@@ -374,6 +377,7 @@ impl Config {
             tls_key: path("tls_key"),
             tls_mode,
             tls_reload: Duration::from_millis(tls_reload_ms),
+            policy_file: path("policy_file"),
             jwks_file: path("jwks_file"),
             jwt_issuer: source.get("jwt_issuer").filter(|s| !s.is_empty()),
             jwt_audience: source
@@ -554,6 +558,13 @@ impl fmt::Display for Config {
             }
         )?;
         writeln!(f, "tls_reload_ms = {}", self.tls_reload.as_millis())?;
+        writeln!(
+            f,
+            "policy_file = {}",
+            self.policy_file
+                .as_ref()
+                .map_or_else(|| "(built in)".to_owned(), |p| p.display().to_string())
+        )?;
         writeln!(f, "jwks_file = {}", opt(&self.jwks_file))?;
         writeln!(
             f,

@@ -13,5 +13,6 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod policy;
 pub mod server;
 pub mod tls;

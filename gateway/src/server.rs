@@ -55,6 +55,9 @@ pub enum StartError {
     /// Token keys.
     #[error(transparent)]
     Keys(#[from] crate::auth::KeyError),
+    /// The route policy does not load or does not match the routes (exit status 64).
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     /// The store would not open.
     #[error("store: {0}")]
     Store(#[from] ledger::store::StoreError),
@@ -173,6 +176,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let tls_config = tls::server_config(certs.clone(), config.tls_mode)?;
     let fingerprint = certs.fingerprint();
     let (verifier, dev) = verifier(config)?;
+    let policy = match &config.policy_file {
+        Some(path) => crate::policy::Policy::load(path)?,
+        None => crate::policy::Policy::built_in()?,
+    };
+    policy.check(&crate::api::served_routes())?;
     // Both addresses first: a taken port stops the start before anything else runs.
     let listener = TcpListener::bind(config.listen)
         .await
@@ -202,6 +210,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         request_timeout: config.request_timeout,
         body_bytes_max: config.body_bytes_max,
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
+        policy,
     });
     let limits = ConnLimits {
         header_read_timeout: config.header_read_timeout,

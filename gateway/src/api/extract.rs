@@ -57,25 +57,39 @@ impl<S: Scope> FromRequestParts<Arc<AppState>> for Auth<S> {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers)?;
-        let identity = state.verifier.verify(token).inspect_err(|e| {
-            tracing::info!(reason = %e, "token refused");
-        })?;
-        tracing::Span::current().record("tenant", identity.tenant.as_str());
-        if !identity.has_scope(S::NAME) {
-            let challenge = format!(
-                r#"Bearer realm="strongroom", error="insufficient_scope", scope="{}""#,
-                S::NAME
-            );
-            return Err(ApiError::new(
-                ProblemKind::InsufficientScope,
-                format!("this route needs scope {}", S::NAME),
-            )
-            .with("required_scope", Value::String(S::NAME.into()))
-            .challenge(challenge));
+        // The route policy verified the token already (`authorize`); otherwise verify here.
+        let identity = match parts.extensions.get::<Arc<Identity>>() {
+            Some(identity) => identity.clone(),
+            None => verified(&parts.headers, state)?,
+        };
+        // The handler's own scope: a floor under whatever the policy asks.
+        if !state.policy.grants(&identity, S::NAME) {
+            return Err(insufficient_scope(S::NAME));
         }
         Ok(Auth(identity, PhantomData))
     }
+}
+
+/// The identity the request's bearer token proves.
+pub(crate) fn verified(headers: &HeaderMap, state: &AppState) -> Result<Arc<Identity>, ApiError> {
+    let token = bearer(headers)?;
+    let identity = state.verifier.verify(token).inspect_err(|e| {
+        tracing::info!(reason = %e, "token refused");
+    })?;
+    tracing::Span::current().record("tenant", identity.tenant.as_str());
+    Ok(identity)
+}
+
+/// The problem of a token without `scope`.
+pub(crate) fn insufficient_scope(scope: &str) -> ApiError {
+    let challenge =
+        format!(r#"Bearer realm="strongroom", error="insufficient_scope", scope="{scope}""#);
+    ApiError::new(
+        ProblemKind::InsufficientScope,
+        format!("this route needs scope {scope}"),
+    )
+    .with("required_scope", Value::String(scope.into()))
+    .challenge(challenge)
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {

@@ -12,6 +12,8 @@
 //! - [`tenancy`]: one tenant cannot see or touch another's data.
 //! - [`idempotency`]: replays, and concurrent requests with one key.
 //! - [`auth`]: every kind of bad token is refused.
+//! - [`policy`]: the route policy file: a route it leaves out stops the start; a stricter rule
+//!   and the roles it defines are enforced.
 //! - [`tls`]: protocol versions per mode, RSA and ECDSA certificates, a certificate replaced
 //!   while the server runs.
 //! - [`hostile`]: security headers on every answer; header floods, slow clients and more
@@ -46,6 +48,7 @@ mod ledger_rules;
 mod logs;
 mod metrics;
 mod openapi;
+mod policy;
 mod robustness;
 mod shutdown;
 mod tenancy;
