@@ -4,10 +4,10 @@
 //! hold, and roles: named sets of scopes that a token's `roles` claim grants. It is built into
 //! the binary and may be replaced by a file (`policy_file`). At start [`Policy::check`] holds it
 //! against the routes the server serves and their handlers' own scopes (from the OpenAPI
-//! document): a served route without a rule, a rule for no route, or a rule asking less than
-//! the handler stops the start. The `authorize` middleware (`api/mod.rs`) enforces it on every
-//! request before any handler runs; the handlers' typed scopes (`api::extract::Auth`) stay as a
-//! floor.
+//! document): a served route without a rule, a rule for no route, a rule asking less than the
+//! handler, or scopes on a route that is public in code (no token is read there) stops the
+//! start. The `Auth` extractor (`api::extract`), the first a handler takes, enforces the route's
+//! rule and the handler's own scope, so a refused request reaches no other extractor.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -138,6 +138,12 @@ impl Policy {
                     route.method, route.path
                 )));
             };
+            if route.scopes.is_empty() && !scopes.is_empty() {
+                return Err(fail(format!(
+                    "{} {} is public (its handler reads no token): a rule cannot ask scopes of it",
+                    route.method, route.path
+                )));
+            }
             if let Some(missing) = route.scopes.iter().find(|s| !scopes.contains(s)) {
                 return Err(fail(format!(
                     "{} {} needs at least scope {missing}, which its handler requires",
@@ -319,6 +325,9 @@ mod tests {
         // A role granting a scope no route asks for (a typo).
         let typo = GOOD.replace("auditor = [\"ledger:read\"]", "auditor = [\"ledger:raed\"]");
         assert!(refusal(&typo).contains("grants ledger:raed"));
+        // Scopes on a route that is public in code.
+        let public = GOOD.replacen("scopes = []", "scopes = [\"ledger:read\"]", 1);
+        assert!(refusal(&public).contains("is public"));
         // Unknown fields, bad methods, bad paths, empty scopes, bad syntax.
         assert!(
             refusal(&GOOD.replace("scopes = []", "scopes = []\npublic = true"))

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Query, Request};
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
@@ -57,14 +57,24 @@ impl<S: Scope> FromRequestParts<Arc<AppState>> for Auth<S> {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        // The route policy verified the token already (`authorize`); otherwise verify here.
-        let identity = match parts.extensions.get::<Arc<Identity>>() {
-            Some(identity) => identity.clone(),
-            None => verified(&parts.headers, state)?,
+        let identity = verified(&parts.headers, state)?;
+        // The route policy's scopes for this route (checked at start to name every route and
+        // to include the handler's own), then the handler's own: a floor under the policy.
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
+        let Some(required) = route.and_then(|r| state.policy.required(&parts.method, r)) else {
+            tracing::error!(route = ?route, "a route without a rule in the policy");
+            return Err(ApiError::new(ProblemKind::NotFound, "no such route"));
         };
-        // The handler's own scope: a floor under whatever the policy asks.
-        if !state.policy.grants(&identity, S::NAME) {
-            return Err(insufficient_scope(S::NAME));
+        let missing = required
+            .iter()
+            .map(String::as_str)
+            .chain([S::NAME])
+            .find(|scope| !state.policy.grants(&identity, scope));
+        if let Some(scope) = missing {
+            return Err(insufficient_scope(scope));
         }
         Ok(Auth(identity, PhantomData))
     }

@@ -156,7 +156,6 @@ pub fn router(state: Arc<AppState>, body_bytes_max: usize) -> Router {
                 }
             }),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .fallback(|| async { ApiError::new(ProblemKind::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -247,37 +246,6 @@ async fn edge(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     span.in_scope(|| tracing::info!(status, latency_us, "request"));
     response
-}
-
-/// Enforces the route policy before any handler runs: a route with scopes needs a verified
-/// token that holds each of them, itself or through its roles. The verified identity goes into
-/// the request's extensions for the handler's `Auth` extractor.
-async fn authorize(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
-    let path = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    let required = path
-        .as_deref()
-        .and_then(|p| state.policy.required(req.method(), p));
-    let Some(required) = required else {
-        // The policy was checked against every route at start; a route it does not name is a
-        // bug, and refused.
-        tracing::error!(path = ?path, "a route without a rule in the policy");
-        return ApiError::new(ProblemKind::NotFound, "no such route").into_response();
-    };
-    if required.is_empty() {
-        return next.run(req).await;
-    }
-    let identity = match extract::verified(req.headers(), &state) {
-        Ok(identity) => identity,
-        Err(error) => return error.into_response(),
-    };
-    if let Some(missing) = required.iter().find(|s| !state.policy.grants(&identity, s)) {
-        return extract::insufficient_scope(missing).into_response();
-    }
-    req.extensions_mut().insert(identity);
-    next.run(req).await
 }
 
 /// HTTP Strict Transport Security: two years, subdomains included.
