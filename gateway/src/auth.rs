@@ -4,8 +4,9 @@
 //! dev issuer ([`DevIssuer`]). Each key carries its own algorithm allow-list, derived from its
 //! type (RSA: RS256 and PS256; P-256: ES256; Ed25519: EdDSA) or fixed by its `alg`; HMAC keys
 //! are refused when loading, and `alg: none` cannot even be parsed. A token names its key by
-//! `kid`. `iss` (per key), `aud`, `exp` and `sub` are required, `nbf` is checked when present,
-//! with a bounded leeway. The tenant and the scopes come from the claims, never from the request.
+//! `kid`. `iss` (per key), `aud`, `exp` and `sub` are required, `nbf` and `iat` (not in the
+//! future) are checked when present, with a bounded leeway. The tenant, the scopes and the roles
+//! (`roles`, granted scopes by the route policy) come from the claims, never from the request.
 //!
 //! A successful verification is remembered, keyed by the token's SHA-256 and bounded in count,
 //! until the token expires: signature checks are the most expensive thing on the request path.
@@ -84,6 +85,9 @@ pub enum AuthError {
     /// `nbf` is in the future.
     #[error("token not yet valid")]
     NotYetValid,
+    /// `iat` is in the future, beyond the leeway.
+    #[error("token issued in the future")]
+    IssuedInFuture,
     /// Wrong `iss` or `aud`, or a claim missing or malformed.
     #[error("invalid claims: {0}")]
     Claims(String),
@@ -110,6 +114,8 @@ struct Claims {
     scp: Option<Vec<String>>,
     #[serde(default)]
     roles: Option<Vec<String>>,
+    #[serde(default)]
+    iat: Option<u64>,
 }
 
 struct VerifyKey {
@@ -230,6 +236,13 @@ impl Verifier {
         }
         let data = decode::<Claims>(token, &key.key, &key.validation).map_err(map_jwt_error)?;
         let claims = data.claims;
+        // jsonwebtoken checks `exp` and `nbf`; an `iat` must not be later than now either.
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(self.leeway_s))
+        {
+            return Err(AuthError::IssuedInFuture);
+        }
         let tenant = TenantId::new(&claims.tenant)
             .ok_or_else(|| AuthError::Claims(format!("invalid tenant {:?}", claims.tenant)))?;
         let mut scopes: Vec<String> = claims
@@ -485,6 +498,11 @@ mod tests {
         };
         check(|c| c.exp -= 1000, AuthError::Expired);
         check(|c| c.nbf += 1000, AuthError::NotYetValid);
+        check(|c| c.iat += 1000, AuthError::IssuedInFuture);
+        // Within the leeway (30 s here), a clock slightly ahead is accepted.
+        verifier
+            .verify(&token(&issuer, |c| c.iat += 20))
+            .expect("iat within the leeway");
         check(
             |c| c.aud = "other".into(),
             AuthError::Claims("wrong audience".into()),

@@ -23,6 +23,8 @@ pub enum BadToken {
     Expired,
     /// `nbf` an hour ahead.
     NotYetValid,
+    /// `iat` an hour ahead (with `nbf` now: only `iat` is wrong).
+    IssuedInFuture,
     /// `aud` of another service.
     WrongAudience,
     /// `iss` of another issuer, signed by the right key.
@@ -52,6 +54,7 @@ impl BadToken {
     pub const ALL: &'static [BadToken] = &[
         BadToken::Expired,
         BadToken::NotYetValid,
+        BadToken::IssuedInFuture,
         BadToken::WrongAudience,
         BadToken::WrongIssuer,
         BadToken::WrongIssuerKey,
@@ -113,6 +116,7 @@ impl Tokens {
                 c.exp = c.iat + 3600;
             }),
             BadToken::NotYetValid => edited(|c| c.nbf += 3600),
+            BadToken::IssuedInFuture => edited(|c| c.iat += 3600),
             BadToken::WrongAudience => edited(|c| c.aud = "someone-else".into()),
             BadToken::WrongIssuer => edited(|c| c.iss = "https://idp.example".into()),
             BadToken::InvalidTenant => edited(|c| c.tenant = "Not A Tenant".into()),
