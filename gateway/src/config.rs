@@ -101,6 +101,8 @@ pub struct Config {
     pub tls_mode: TlsMode,
     /// A route policy file replacing the built-in `policies/routes.toml`.
     pub policy_file: Option<PathBuf>,
+    /// Browser origins allowed to call the API (CORS); empty: none, CORS off.
+    pub cors_origins: Vec<String>,
     /// How often the certificate and key files are checked for changes (zero: only on SIGHUP).
     pub tls_reload: Duration,
     /// JWKS file of the identity provider's public keys.
@@ -226,6 +228,7 @@ pub const SETTINGS: &[&str] = &[
     "tls_mode",
     "tls_reload_ms",
     "policy_file",
+    "cors_origins",
     "jwks_file",
     "jwt_issuer",
     "jwt_audience",
@@ -280,6 +283,39 @@ fn bounded<T: PartialOrd + fmt::Display + Copy>(
         )));
     }
     Ok(value)
+}
+
+/// Most origins `cors_origins` may list.
+pub const CORS_ORIGINS_MAX: usize = 64;
+
+/// `cors_origins`: comma-separated origins, each `http(s)://host[:port]` exactly as a browser
+/// sends it in `Origin`; no wildcard, no path.
+fn cors_origins(raw: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let origins: Vec<String> = raw.split(',').map(|o| o.trim().to_owned()).collect();
+    if origins.len() > CORS_ORIGINS_MAX {
+        return Err(ConfigError(format!(
+            "cors_origins: at most {CORS_ORIGINS_MAX} origins"
+        )));
+    }
+    for origin in &origins {
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let valid = host.is_some_and(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        });
+        if !valid {
+            return Err(ConfigError(format!(
+                "cors_origins: {origin:?} is not an origin (scheme://host[:port], no wildcard, no path)"
+            )));
+        }
+    }
+    Ok(origins)
 }
 
 impl Config {
@@ -378,6 +414,7 @@ impl Config {
             tls_mode,
             tls_reload: Duration::from_millis(tls_reload_ms),
             policy_file: path("policy_file"),
+            cors_origins: cors_origins(source.get("cors_origins").as_deref())?,
             jwks_file: path("jwks_file"),
             jwt_issuer: source.get("jwt_issuer").filter(|s| !s.is_empty()),
             jwt_audience: source
@@ -560,6 +597,15 @@ impl fmt::Display for Config {
         writeln!(f, "tls_reload_ms = {}", self.tls_reload.as_millis())?;
         writeln!(
             f,
+            "cors_origins = {}",
+            if self.cors_origins.is_empty() {
+                "(off)".to_owned()
+            } else {
+                self.cors_origins.join(",")
+            }
+        )?;
+        writeln!(
+            f,
             "policy_file = {}",
             self.policy_file
                 .as_ref()
@@ -709,6 +755,13 @@ mod tests {
         check(&[("commit_batch_len_max", "0")], "commit_batch_len_max");
         check(&[("tls_cert", "c.pem")], "tls_key");
         check(&[("tls_mode", "old")], "tls_mode");
+        check(&[("cors_origins", "*")], "cors_origins");
+        check(
+            &[("cors_origins", "https://a.example/path")],
+            "cors_origins",
+        );
+        check(&[("cors_origins", "ftp://a.example")], "cors_origins");
+        check(&[("cors_origins", "https://")], "cors_origins");
         check(&[("tls_reload_ms", "10")], "tls_reload_ms");
         check(&[("store", "postgres")], "store");
         check(&[("dynamodb_table", "a b")], "dynamodb_table");

@@ -217,7 +217,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         headers_max: config.headers_max,
         header_bytes_max: config.header_bytes_max,
     };
-    let app = router(state.clone(), config.body_bytes_max);
+    let app = router(state.clone(), config.body_bytes_max, &config.cors_origins);
     let (stop, stopped) = watch::channel(false);
     let (metrics_addr, metrics_task) = match metrics_listener {
         Some(listener) => {

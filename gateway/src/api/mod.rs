@@ -31,6 +31,7 @@ use axum::routing::get;
 use ledger::Ledger;
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -140,7 +141,7 @@ pub fn served_routes() -> Vec<crate::policy::ServedRoute> {
 pub const OPENAPI_PATH: &str = "/openapi.json";
 
 /// The whole application: routes, fallbacks, `/openapi.json`, and the stack around them.
-pub fn router(state: Arc<AppState>, body_bytes_max: usize) -> Router {
+pub fn router(state: Arc<AppState>, body_bytes_max: usize, cors_origins: &[String]) -> Router {
     let (routes, doc) = api_routes().split_for_parts();
     let doc_json: Arc<str> = doc.to_json().unwrap_or_default().into();
     routes
@@ -165,6 +166,7 @@ pub fn router(state: Arc<AppState>, body_bytes_max: usize) -> Router {
         })
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .layer(CatchPanicLayer::custom(panic_problem))
+        .layer(cors(cors_origins))
         .layer(middleware::from_fn_with_state(state.clone(), edge))
         .with_state(state)
 }
@@ -246,6 +248,38 @@ async fn edge(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     span.in_scope(|| tracing::info!(status, latency_us, "request"));
     response
+}
+
+/// CORS for the configured browser origins; with none, a layer that adds nothing (a preflight
+/// then meets the router like any OPTIONS request: 405). Bearer tokens, not cookies: no
+/// credentials mode.
+fn cors(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util::Identity> {
+    if origins.is_empty() {
+        return tower::util::Either::Right(tower::layer::util::Identity::new());
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let name = header::HeaderName::from_static;
+    tower::util::Either::Left(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                name(extract::IDEMPOTENCY_KEY),
+                name(REQUEST_ID),
+            ])
+            .expose_headers([
+                name(REQUEST_ID),
+                name(IDEMPOTENT_REPLAYED),
+                header::RETRY_AFTER,
+                header::WWW_AUTHENTICATE,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// HTTP Strict Transport Security: two years, subdomains included.

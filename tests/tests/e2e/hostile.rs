@@ -1,4 +1,5 @@
-//! Hostile and careless clients: every answer carries the security headers; header floods get
+//! Hostile and careless clients: every answer carries the security headers, and CORS answers
+//! only configured origins; header floods get
 //! 431; a client that never finishes its request head is cut off; requests beyond
 //! `concurrency_max` are shed with a 503 problem and `Retry-After` while health checks still
 //! answer. Each through real TLS, and the server serves normally afterwards.
@@ -187,5 +188,79 @@ async fn requests_beyond_concurrency_max_are_shed_with_503_and_health_still_answ
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(served, "the permit never came back");
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn cors_answers_only_the_configured_origins() {
+    let instance = Instance::start_with(&[(
+        "cors_origins",
+        "https://app.example, https://admin.example:8443",
+    )])
+    .await;
+    let api = instance.api("acme");
+    // A preflight from a configured origin: allowed, with the headers a write needs.
+    let preflight = |origin: &str| {
+        Req::new(reqwest::Method::OPTIONS, "/v1/transfers")
+            .no_token()
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type, idempotency-key",
+            )
+    };
+    let allowed = api.send(preflight("https://app.example")).await;
+    assert!(allowed.status < 300, "{}", allowed.status);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let methods = allowed
+        .header("access-control-allow-methods")
+        .unwrap_or_default();
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = allowed
+        .header("access-control-allow-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(headers.contains("idempotency-key"), "{headers}");
+    assert_eq!(allowed.header("access-control-allow-credentials"), None);
+    assert_eq!(
+        allowed.header("strict-transport-security"),
+        Some(gateway::api::HSTS)
+    );
+    // An actual request from the other configured origin: readable, request id exposed.
+    let read = api
+        .send(Req::get("/v1/accounts").header("origin", "https://admin.example:8443"))
+        .await;
+    read.expect(200);
+    assert_eq!(
+        read.header("access-control-allow-origin"),
+        Some("https://admin.example:8443")
+    );
+    let exposed = read
+        .header("access-control-expose-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+    // Any other origin gets no permission, on a preflight or a request.
+    for origin in [
+        "https://evil.example",
+        "http://app.example",
+        "https://app.example.evil",
+    ] {
+        let refused = api.send(preflight(origin)).await;
+        assert_eq!(
+            refused.header("access-control-allow-origin"),
+            None,
+            "{origin}"
+        );
+        let read = api
+            .send(Req::get("/v1/accounts").header("origin", origin))
+            .await;
+        read.expect(200);
+        assert_eq!(read.header("access-control-allow-origin"), None, "{origin}");
+    }
     instance.stop().await;
 }
