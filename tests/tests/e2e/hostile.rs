@@ -129,7 +129,7 @@ async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
     let elapsed = started.elapsed();
     assert!(read.is_ok(), "still open after 10 s");
     assert!(
-        elapsed >= Duration::from_millis(450),
+        elapsed >= Duration::from_millis(300),
         "cut off after {elapsed:?}"
     );
     // No request was served on it.
