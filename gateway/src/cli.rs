@@ -40,8 +40,12 @@ enum Command {
         #[arg(long)]
         tenant: String,
         /// Scope to grant; repeat for several (ledger:read, ledger:write).
-        #[arg(long = "scope", required = true)]
+        #[arg(long = "scope", required_unless_present = "roles")]
         scopes: Vec<String>,
+        /// Role to grant (partner, auditor, operator: the route policy says their scopes);
+        /// repeat for several.
+        #[arg(long = "role")]
+        roles: Vec<String>,
         /// The token's subject.
         #[arg(long, default_value = "dev-user")]
         subject: String,
@@ -89,9 +93,10 @@ pub fn main() -> ExitCode {
         Command::DevToken {
             tenant,
             scopes,
+            roles,
             subject,
             ttl,
-        } => dev_token(&config, &tenant, &scopes, &subject, ttl),
+        } => dev_token(&config, &tenant, &scopes, &roles, &subject, ttl),
         Command::Openapi => {
             println!(
                 "{}",
@@ -194,6 +199,7 @@ fn dev_token(
     config: &Config,
     tenant: &str,
     scopes: &[String],
+    roles: &[String],
     subject: &str,
     ttl: u64,
 ) -> ExitCode {
@@ -216,7 +222,10 @@ fn dev_token(
             return ExitCode::FAILURE;
         }
     };
-    let claims = DevIssuer::claims(&config.jwt_audience, subject, &tenant, scopes, ttl);
+    let mut claims = DevIssuer::claims(&config.jwt_audience, subject, &tenant, scopes, ttl);
+    if !roles.is_empty() {
+        claims.roles = Some(roles.to_vec());
+    }
     match issuer.sign(&claims) {
         Ok(token) => {
             println!("{token}");

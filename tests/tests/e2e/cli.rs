@@ -40,6 +40,23 @@ async fn dev_token_mints_tokens_the_server_accepts() {
     )
     .await
     .expect_problem(403, "insufficient-scope");
+    // A role instead of scopes: the policy's partner role reads and writes.
+    let output = program(
+        &["dev-token", "--tenant", "acme", "--role", "partner"],
+        &[("data_dir", &dir)],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let partner = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let api = instance
+        .anonymous(crate::harness::Protocol::Negotiated)
+        .with_token(&partner);
+    api.send(
+        Req::post("/v1/accounts")
+            .key(&unique_key("k"))
+            .json(&json!({"currency": "USD", "normal_side": "debit"})),
+    )
+    .await
+    .expect(201);
 
     for (args, fragment) in [
         (
