@@ -726,6 +726,48 @@ mod tests {
     }
 
     #[test]
+    fn hardening_limits_hold_at_their_edges() {
+        // The smallest request head hyper reads into.
+        let min = HEADER_BYTES_MIN.to_string();
+        let below = (HEADER_BYTES_MIN - 1).to_string();
+        assert_eq!(
+            load(&[("header_bytes_max", &min)])
+                .expect("at the edge")
+                .header_bytes_max,
+            HEADER_BYTES_MIN
+        );
+        assert!(load(&[("header_bytes_max", &below)]).is_err());
+        // Zero turns polling off; otherwise at least 100 ms.
+        assert!(
+            load(&[("tls_reload_ms", "0")])
+                .expect("off")
+                .tls_reload
+                .is_zero()
+        );
+        assert!(load(&[("tls_reload_ms", "100")]).is_ok());
+        assert!(load(&[("tls_reload_ms", "99")]).is_err());
+        // At most CORS_ORIGINS_MAX origins.
+        let origins = |n: usize| {
+            (0..n)
+                .map(|i| format!("https://app{i}.example"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let most = origins(CORS_ORIGINS_MAX);
+        assert_eq!(
+            load(&[("cors_origins", &most)])
+                .expect("at the edge")
+                .cors_origins
+                .len(),
+            CORS_ORIGINS_MAX
+        );
+        let err = load(&[("cors_origins", &origins(CORS_ORIGINS_MAX + 1))])
+            .expect_err("one too many")
+            .0;
+        assert!(err.contains("cors_origins"), "{err}");
+    }
+
+    #[test]
     fn invalid_settings_are_refused() {
         let check = |pairs: &[(&str, &str)], fragment: &str| {
             let err = load(pairs).expect_err("must fail").0;

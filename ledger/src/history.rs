@@ -76,17 +76,13 @@ struct RunPage {
     entries: Vec<RunEntry>,
 }
 
-/// An entry of a page of several instants or of a tail: without its account and sequence, and
-/// with its instant as microseconds after the page's or the tail's.
+/// An entry of a page of several instants or of a tail: a [`PageEntry`] with its instant as
+/// microseconds after the page's or the tail's. (Postcard writes a nested struct as its fields
+/// in order, so this is stored as `after_us` followed by the page entry's fields.)
 #[derive(Clone, Serialize, Deserialize)]
 struct RunEntry {
     after_us: u64,
-    transfer: TransferId,
-    kind: EntryKind,
-    side: Side,
-    amount: u64,
-    released: u64,
-    balances: Balances,
+    entry: PageEntry,
 }
 
 /// What a head stores about its tail, before the tail's entries.
@@ -159,9 +155,9 @@ fn run_entry(
     first_seq: u64,
     at: Timestamp,
     i: u64,
-    e: RunEntry,
+    RunEntry { after_us, entry: e }: RunEntry,
 ) -> Option<Entry> {
-    let after = i64::try_from(e.after_us).ok()?;
+    let after = i64::try_from(after_us).ok()?;
     Some(Entry {
         account,
         seq: first_seq.checked_add(i)?,
@@ -180,12 +176,7 @@ impl RunEntry {
     fn new(e: &Entry, at: Timestamp) -> RunEntry {
         RunEntry {
             after_us: u64::try_from(e.at.micros().saturating_sub(at.micros())).unwrap_or(0),
-            transfer: e.transfer,
-            kind: e.kind,
-            side: e.side,
-            amount: e.amount,
-            released: e.released,
-            balances: e.balances,
+            entry: PageEntry::from(e),
         }
     }
 }
@@ -384,32 +375,23 @@ impl From<&Entry> for PageEntry {
 /// The entries of a page item, in sequence order.
 pub(crate) fn decode(item: &Item) -> Result<Vec<Entry>, Error> {
     let corrupt = |why: &str| Error::Corrupt(format!("item {:?}: {why}", item.key));
-    match item.body.first() {
+    // A page of one instant is a run whose entries are all at its instant.
+    let (account, at, first_seq, entries) = match item.body.first() {
         Some(&codec::FORMAT_POSTCARD_V1) => return Ok(vec![codec::decode::<Entry>(item)?]),
         Some(&codec::FORMAT_ENTRY_PAGE_V2) => {
             let page: RunPage = codec::decode_as(codec::FORMAT_ENTRY_PAGE_V2, item)?;
-            if page.entries.is_empty() {
-                return Err(corrupt("empty entry page"));
-            }
-            return page
+            (page.account, page.at, page.first_seq, page.entries)
+        }
+        _ => {
+            let page: EntryPage = codec::decode_as(codec::FORMAT_ENTRY_PAGE_V1, item)?;
+            let entries = page
                 .entries
                 .into_iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    run_entry(page.account, page.first_seq, page.at, i as u64, e)
-                        .ok_or_else(|| corrupt("entry out of range"))
-                })
+                .map(|entry| RunEntry { after_us: 0, entry })
                 .collect();
+            (page.account, page.at, page.first_seq, entries)
         }
-        _ => {}
-    }
-    let page: EntryPage = codec::decode_as(codec::FORMAT_ENTRY_PAGE_V1, item)?;
-    let EntryPage {
-        account,
-        at,
-        first_seq,
-        entries,
-    } = page;
+    };
     if entries.is_empty() {
         return Err(corrupt("empty entry page"));
     }
@@ -417,20 +399,8 @@ pub(crate) fn decode(item: &Item) -> Result<Vec<Entry>, Error> {
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            let seq = first_seq
-                .checked_add(i as u64)
-                .ok_or_else(|| corrupt("sequence overflow"))?;
-            Ok(Entry {
-                account,
-                seq,
-                transfer: e.transfer,
-                kind: e.kind,
-                side: e.side,
-                amount: e.amount,
-                released: e.released,
-                balances: e.balances,
-                at,
-            })
+            run_entry(account, first_seq, at, i as u64, e)
+                .ok_or_else(|| corrupt("entry out of range"))
         })
         .collect()
 }

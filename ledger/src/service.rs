@@ -415,12 +415,16 @@ impl Ledger {
 
     /// One account.
     pub async fn get_account(&self, tenant: &TenantId, id: &AccountId) -> Result<Account> {
-        let item = self
-            .store()?
+        history::decode_account(&self.head(tenant, id).await?)
+    }
+
+    /// An account's head item (the account and its newest entries, `history.rs`); not found
+    /// for an account this tenant does not have.
+    async fn head(&self, tenant: &TenantId, id: &AccountId) -> Result<Item> {
+        self.store()?
             .get(layout::account(tenant, id))
             .await?
-            .ok_or(Error::NotFound)?;
-        history::decode_account(&item)
+            .ok_or(Error::NotFound)
     }
 
     /// A tenant's accounts, oldest first.
@@ -553,11 +557,7 @@ impl Ledger {
         page: PageRequest,
     ) -> Result<(Account, Listing<Entry>)> {
         // The account must exist (for this tenant) even when it has no entries.
-        let head = self
-            .store()?
-            .get(layout::account(tenant, account))
-            .await?
-            .ok_or(Error::NotFound)?;
+        let head = self.head(tenant, account).await?;
         let (current, tail) = history::decode_head(&head)?;
         let tail_first = tail.first_seq();
         let mut tail_entries = tail.entries(&current)?;
@@ -682,11 +682,7 @@ impl Ledger {
         account: &AccountId,
         at: Timestamp,
     ) -> Result<BalanceAt> {
-        let head = self
-            .store()?
-            .get(layout::account(tenant, account))
-            .await?
-            .ok_or(Error::NotFound)?;
+        let head = self.head(tenant, account).await?;
         let (current, tail) = history::decode_head(&head)?;
         // The newest entry at or before `at`: in the tail, or else in the last page at or
         // before `at` (keyed by its first entry; the last of its entries at or before `at`).

@@ -301,7 +301,7 @@ fn secure(headers: &mut axum::http::HeaderMap) {
         .or_insert(HeaderValue::from_static("no-store"));
 }
 
-/// A JSON answer. API answers are never cached; a replay says so.
+/// A JSON answer; a replay says so. (`edge` marks every answer `no-store`.)
 pub fn reply<T: Serialize>(status: StatusCode, body: &T, replayed: bool) -> Response {
     let bytes = match serde_json::to_vec(body) {
         Ok(bytes) => bytes,
@@ -317,7 +317,6 @@ pub fn reply<T: Serialize>(status: StatusCode, body: &T, replayed: bool) -> Resp
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if replayed {
         headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }

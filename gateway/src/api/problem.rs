@@ -226,7 +226,6 @@ impl IntoResponse for ApiError {
         let mut response = (self.kind.status(), body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(more) = self.more {
             if let Some(seconds) = more.retry_after_s {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));

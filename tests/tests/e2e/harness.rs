@@ -15,6 +15,7 @@
 mod faulty;
 mod http;
 mod process;
+pub mod raw_tls;
 mod tokens;
 
 use std::collections::BTreeMap;

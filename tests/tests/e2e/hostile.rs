@@ -4,39 +4,19 @@
 //! `concurrency_max` are shed with a 503 problem and `Retry-After` while health checks still
 //! answer. Each through real TLS, and the server serves normally afterwards.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::harness::{Instance, Protocol, READ_WRITE, Req, unique_key};
+use crate::harness::{Instance, Protocol, READ_WRITE, Req, raw_tls, unique_key};
 
-/// A raw HTTP/1.1-over-TLS connection to `instance`, trusting only its certificate: for
-/// requests no well-behaved client library sends.
+/// A raw HTTP/1.1-over-TLS connection to `instance`, trusting only its certificate.
 async fn raw(instance: &Instance) -> TlsStream<TcpStream> {
-    let mut roots = RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(&instance.cert_pem) {
-        roots.add(der.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let addr = instance.url.trim_start_matches("https://");
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let ip: std::net::IpAddr = addr.rsplit_once(':').unwrap().0.parse().unwrap();
-    TlsConnector::from(Arc::new(config))
-        .connect(ServerName::IpAddress(ip.into()), tcp)
+    let versions = rustls::DEFAULT_VERSIONS;
+    raw_tls::connect(&instance.url, &instance.cert_pem, versions, &[b"http/1.1"])
         .await
         .unwrap()
 }

@@ -3,16 +3,9 @@
 //! connections without a restart, and a broken replacement is not.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-
-use crate::harness::{Instance, Protocol, Req};
+use crate::harness::{Instance, Protocol, Req, raw_tls};
 
 /// A self-signed pair for 127.0.0.1 with a key of `alg`, as PEM: (certificate, key).
 fn pair(alg: &'static rcgen::SignatureAlgorithm) -> (String, String) {
@@ -33,27 +26,21 @@ async fn handshake(
     cert_pem: &[u8],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Result<(rustls::ProtocolVersion, rustls::CipherSuite), std::io::Error> {
-    let mut roots = RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(cert_pem) {
-        roots.add(der.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let addr = url.trim_start_matches("https://");
-    let tcp = TcpStream::connect(addr).await?;
-    let ip: std::net::IpAddr = addr.rsplit_once(':').unwrap().0.parse().unwrap();
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::IpAddress(ip.into()), tcp)
-        .await?;
+    let tls = raw_tls::connect(url, cert_pem, versions, &[]).await?;
     let (_, conn) = tls.get_ref();
     Ok((
         conn.protocol_version().unwrap(),
         conn.negotiated_cipher_suite().unwrap().suite(),
     ))
+}
+
+/// Waits (up to 10 s) until the server at `url` presents the certificate in `cert_pem`.
+async fn presents(url: &str, cert_pem: &[u8], why: &str) {
+    let started = Instant::now();
+    while handshake(url, cert_pem, TLS13).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "{why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 const TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
@@ -115,17 +102,7 @@ async fn a_replaced_certificate_is_served_without_a_restart_and_a_broken_one_is_
     // An RSA pair replaces it on disk: new connections get it, within a few checks.
     let rsa = pair(&rcgen::PKCS_RSA_SHA256);
     write_pair(dir.path(), &rsa);
-    let started = Instant::now();
-    while handshake(&instance.url, rsa.0.as_bytes(), TLS13)
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "still the old certificate"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    presents(&instance.url, rsa.0.as_bytes(), "still the old certificate").await;
     assert!(
         handshake(&instance.url, ecdsa.0.as_bytes(), TLS13)
             .await
@@ -182,17 +159,7 @@ async fn sighup_reloads_the_certificate_of_the_running_program() {
         .status()
         .unwrap();
     assert!(status.success());
-    let started = Instant::now();
-    while handshake(&process.url, fresh.0.as_bytes(), TLS13)
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "SIGHUP did not reload"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    presents(&process.url, fresh.0.as_bytes(), "SIGHUP did not reload").await;
     // Still running, and says what it did.
     assert!(process.child.try_wait().unwrap().is_none());
     // Log lines reach stdout in batches: wait for it.
