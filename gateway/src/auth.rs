@@ -88,6 +88,9 @@ pub enum AuthError {
     /// `iat` is in the future, beyond the leeway.
     #[error("token issued in the future")]
     IssuedInFuture,
+    /// A ledger run alone got a request without the gateway's internal assertion.
+    #[error("no gateway assertion: this ledger takes requests only through its gateway")]
+    NotThroughGateway,
     /// Wrong `iss` or `aud`, or a claim missing or malformed.
     #[error("invalid claims: {0}")]
     Claims(String),

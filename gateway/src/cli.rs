@@ -9,7 +9,9 @@ use ledger::store::dynamodb::DynamoStore;
 use ledger::{Ledger, LedgerConfig, SystemClock, TenantId};
 
 use crate::auth::DevIssuer;
-use crate::config::{Config, ConfigError, EnvSource, Layered, Mode, StoreChoice, file_source};
+use crate::config::{
+    Config, ConfigError, EnvSource, Layered, MapSource, Mode, Role, StoreChoice, file_source,
+};
 
 /// Exit status for an invalid configuration or refused usage (`EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
@@ -32,8 +34,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serves the HTTPS API (gateway and ledger in one process).
-    Serve,
+    /// Serves the HTTPS API (gateway and ledger in one process, or the gateway alone with
+    /// `--upstream`).
+    Serve {
+        /// Run the gateway alone, forwarding to the ledger at this URL (`strongroom ledger`);
+        /// the same as the `upstream` setting.
+        #[arg(long)]
+        upstream: Option<String>,
+    },
+    /// Serves the ledger alone, for a gateway in front of it (`serve --upstream`): it accepts
+    /// only requests carrying the gateway's internal assertion (`internal_key_file`).
+    Ledger,
     /// Prints a signed development token (dev mode only).
     DevToken {
         /// Tenant the token acts for.
@@ -78,7 +89,25 @@ enum DynamodbCommand {
 /// Runs the command line; the process exits with the returned status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match load_config(cli.config.as_deref()) {
+    let mut overrides = std::collections::BTreeMap::new();
+    if let Command::Serve {
+        upstream: Some(url),
+    } = &cli.command
+    {
+        overrides.insert("upstream".to_owned(), url.clone());
+    }
+    let role = match cli.command {
+        Command::Ledger => Role::Ledger,
+        _ => Role::Combined,
+    };
+    let loaded = load_config(cli.config.as_deref(), MapSource(overrides)).and_then(|config| {
+        if role == Role::Ledger {
+            config.with_role(role)
+        } else {
+            Ok(config)
+        }
+    });
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("strongroom: {e}");
@@ -86,7 +115,7 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve => {
+        Command::Serve { .. } | Command::Ledger => {
             let threads = config.http_threads();
             run_async_on(Some(threads), serve(config))
         }
@@ -111,9 +140,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load_config(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+/// The configuration: command-line options over the environment over the file.
+fn load_config(file: Option<&std::path::Path>, options: MapSource) -> Result<Config, ConfigError> {
     let file = file.map(file_source).transpose()?;
-    let mut sources: Vec<&dyn crate::config::Source> = vec![&EnvSource];
+    let mut sources: Vec<&dyn crate::config::Source> = vec![&options, &EnvSource];
     if let Some(file) = &file {
         sources.push(file);
     }
@@ -183,6 +213,13 @@ async fn serve(config: Config) -> ExitCode {
     }
     if let Some(metrics) = info.metrics_addr {
         eprintln!("metrics on http://{metrics}/metrics");
+    }
+    match (config.role, &config.upstream) {
+        (Role::Gateway, Some(upstream)) => eprintln!("gateway alone, forwarding to {upstream}"),
+        (Role::Ledger, _) => eprintln!(
+            "ledger alone: only requests with the gateway's internal assertion are accepted"
+        ),
+        _ => {}
     }
     eprintln!("listening on https://{}", info.addr);
     tracing::info!(addr = %info.addr, fingerprint = %info.fingerprint, "listening");

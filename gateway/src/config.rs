@@ -72,6 +72,18 @@ pub enum StoreChoice {
     Dynamodb(DynamoConfig),
 }
 
+/// Which part of Strongroom this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Gateway and ledger in one process (`strongroom serve`; the default).
+    Combined,
+    /// The gateway alone, forwarding to a remote ledger (`strongroom serve --upstream URL`, or
+    /// the `upstream` setting).
+    Gateway,
+    /// The ledger alone, taking requests only from a gateway (`strongroom ledger`).
+    Ledger,
+}
+
 /// Development or production.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -86,6 +98,27 @@ pub enum Mode {
 pub struct Config {
     /// Dev or production.
     pub mode: Mode,
+    /// What this process runs; chosen by the command and `upstream`, not a setting of its own.
+    pub role: Role,
+    /// The ledger to forward to (`http://` or `https://` host and port); makes this process a
+    /// gateway alone.
+    pub upstream: Option<axum::http::Uri>,
+    /// CA bundle the ledger's certificate must chain to, for an `https://` upstream (in dev
+    /// mode, the development certificate of the data directory when unset).
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Retries of a failed upstream request (idempotent requests only, or ones never sent).
+    pub upstream_retries_max: u32,
+    /// Longest wait for a connection to the ledger.
+    pub upstream_connect_timeout: Duration,
+    /// Most idle keep-alive connections kept to the ledger.
+    pub upstream_idle_max: usize,
+    /// Consecutive upstream failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the open breaker refuses before it lets a trial request through.
+    pub breaker_open: Duration,
+    /// The key the gateway and a ledger run alone share for internal assertions (hex, owner-only
+    /// permissions); in dev mode `internal.key` in the data directory, generated when missing.
+    pub internal_key_file: Option<PathBuf>,
     /// Where the database, the generated certificate and the dev issuer key live.
     pub data_dir: PathBuf,
     /// Address to listen on.
@@ -220,6 +253,14 @@ pub fn file_source(path: &Path) -> Result<MapSource, ConfigError> {
 /// Every setting name, for checking a file for typos.
 pub const SETTINGS: &[&str] = &[
     "mode",
+    "upstream",
+    "upstream_ca_file",
+    "upstream_retries_max",
+    "upstream_connect_timeout_ms",
+    "upstream_idle_max",
+    "breaker_failures",
+    "breaker_open_ms",
+    "internal_key_file",
     "data_dir",
     "listen",
     "metrics_listen",
@@ -318,7 +359,51 @@ fn cors_origins(raw: Option<&str>) -> Result<Vec<String>, ConfigError> {
     Ok(origins)
 }
 
+/// `upstream`: an `http://` or `https://` URL of a host and port, without path or query.
+fn upstream_url(raw: &str) -> Result<axum::http::Uri, ConfigError> {
+    let bad = |why: &str| ConfigError(format!("upstream={raw:?}: {why}"));
+    let uri: axum::http::Uri = raw.parse().map_err(|_| bad("not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(bad("must start with http:// or https://"));
+    }
+    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+        return Err(bad("no host"));
+    }
+    if uri.path() != "/" || uri.query().is_some() {
+        return Err(bad(
+            "no path or query (the ledger serves the API at its root)",
+        ));
+    }
+    Ok(uri)
+}
+
 impl Config {
+    /// This configuration for another role (`strongroom ledger` uses [`Role::Ledger`]),
+    /// checked again for it.
+    pub fn with_role(mut self, role: Role) -> Result<Config, ConfigError> {
+        if role == Role::Ledger && self.upstream.is_some() {
+            return Err(ConfigError(
+                "upstream is a gateway setting; `strongroom ledger` is the upstream".into(),
+            ));
+        }
+        self.role = role;
+        self.check()?;
+        Ok(self)
+    }
+
+    /// The internal assertion key file, if this role uses one: as configured, or in dev mode
+    /// `internal.key` in the data directory.
+    pub fn internal_key_path(&self) -> Option<PathBuf> {
+        match self.role {
+            Role::Combined => None,
+            Role::Gateway | Role::Ledger => Some(
+                self.internal_key_file
+                    .clone()
+                    .unwrap_or_else(|| crate::internal::InternalKey::default_path(&self.data_dir)),
+            ),
+        }
+    }
+
     /// Reads and validates a configuration.
     pub fn load(source: &dyn Source) -> Result<Config, ConfigError> {
         let mode = match source.get("mode").as_deref().map(str::trim) {
@@ -392,8 +477,70 @@ impl Config {
         if tls_reload_ms != 0 {
             bounded("tls_reload_ms", tls_reload_ms, 100, 3_600_000)?;
         }
+        let upstream = match source.get("upstream").as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => Some(upstream_url(raw)?),
+        };
         let config = Config {
             mode,
+            role: if upstream.is_some() {
+                Role::Gateway
+            } else {
+                Role::Combined
+            },
+            upstream,
+            upstream_ca_file: path("upstream_ca_file"),
+            upstream_retries_max: bounded(
+                "upstream_retries_max",
+                parse(
+                    source,
+                    "upstream_retries_max",
+                    crate::proxy::DEFAULT_UPSTREAM_RETRIES,
+                )?,
+                0,
+                crate::proxy::UPSTREAM_RETRIES_MAX,
+            )?,
+            upstream_connect_timeout: Duration::from_millis(bounded(
+                "upstream_connect_timeout_ms",
+                parse(
+                    source,
+                    "upstream_connect_timeout_ms",
+                    crate::proxy::DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
+                )?,
+                10,
+                60_000,
+            )?),
+            upstream_idle_max: bounded(
+                "upstream_idle_max",
+                parse(
+                    source,
+                    "upstream_idle_max",
+                    crate::proxy::DEFAULT_UPSTREAM_IDLE_MAX,
+                )?,
+                0,
+                65_536,
+            )?,
+            breaker_failures: bounded(
+                "breaker_failures",
+                parse(
+                    source,
+                    "breaker_failures",
+                    crate::proxy::DEFAULT_BREAKER_FAILURES,
+                )?,
+                1,
+                10_000,
+            )?,
+            breaker_open: Duration::from_millis(bounded(
+                "breaker_open_ms",
+                parse(
+                    source,
+                    "breaker_open_ms",
+                    crate::proxy::DEFAULT_BREAKER_OPEN_MS,
+                )?,
+                10,
+                600_000,
+            )?),
+            internal_key_file: path("internal_key_file"),
             data_dir: path("data_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen: parse(
                 source,
@@ -507,12 +654,17 @@ impl Config {
         if self.http_threads > 0 {
             return self.http_threads;
         }
+        // A gateway alone has no committer: every core serves requests.
+        if self.role == Role::Gateway {
+            return std::thread::available_parallelism().map_or(1, |n| n.get());
+        }
         std::thread::available_parallelism()
             .map_or(1, |n| n.get().saturating_sub(1))
             .max(1)
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
+    /// Checks what no single setting can: settings that go together, and production needs.
+    pub fn check(&self) -> Result<(), ConfigError> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError("tls_cert and tls_key go together".into()));
         }
@@ -554,9 +706,22 @@ impl Config {
                     "production mode needs tls_cert and tls_key".into(),
                 ));
             }
-            if self.jwks_file.is_none() {
+            // A ledger run alone trusts the gateway's assertions, not tokens.
+            if self.role != Role::Ledger && self.jwks_file.is_none() {
                 return Err(ConfigError(
                     "production mode needs jwks_file and jwt_issuer".into(),
+                ));
+            }
+            if self.role != Role::Combined && self.internal_key_file.is_none() {
+                return Err(ConfigError(
+                    "production mode needs internal_key_file for a split deployment".into(),
+                ));
+            }
+            if self.upstream.as_ref().and_then(|u| u.scheme_str()) == Some("https")
+                && self.upstream_ca_file.is_none()
+            {
+                return Err(ConfigError(
+                    "production mode needs upstream_ca_file for an https:// upstream".into(),
                 ));
             }
         }
@@ -578,6 +743,23 @@ impl fmt::Display for Config {
                 .map_or("(unset)".to_owned(), |p| p.display().to_string())
         };
         writeln!(f, "mode = {:?}", self.mode)?;
+        writeln!(f, "role = {:?}", self.role)?;
+        if let Some(upstream) = &self.upstream {
+            writeln!(f, "upstream = {upstream}")?;
+            writeln!(f, "upstream_ca_file = {}", opt(&self.upstream_ca_file))?;
+            writeln!(f, "upstream_retries_max = {}", self.upstream_retries_max)?;
+            writeln!(
+                f,
+                "upstream_connect_timeout_ms = {}",
+                self.upstream_connect_timeout.as_millis()
+            )?;
+            writeln!(f, "upstream_idle_max = {}", self.upstream_idle_max)?;
+            writeln!(f, "breaker_failures = {}", self.breaker_failures)?;
+            writeln!(f, "breaker_open_ms = {}", self.breaker_open.as_millis())?;
+        }
+        if let Some(key) = self.internal_key_path() {
+            writeln!(f, "internal_key_file = {}", key.display())?;
+        }
         writeln!(f, "data_dir = {}", self.data_dir.display())?;
         writeln!(f, "listen = {}", self.listen)?;
         match self.metrics_listen {

@@ -28,9 +28,10 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::api::{AppState, router};
+use crate::api::{AppState, Edge, router, stack};
 use crate::auth::{DevIssuer, Verifier, VerifierSettings};
-use crate::config::{Config, Mode, StoreChoice};
+use crate::config::{Config, Mode, Role, StoreChoice};
+use crate::internal::InternalKey;
 use crate::tls::{self, CertFiles};
 
 /// Longest TLS handshake allowed.
@@ -58,6 +59,9 @@ pub enum StartError {
     /// The route policy does not load or does not match the routes (exit status 64).
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    /// The upstream client (split deployment).
+    #[error(transparent)]
+    Upstream(#[from] crate::proxy::UpstreamError),
     /// The store would not open.
     #[error("store: {0}")]
     Store(#[from] ledger::store::StoreError),
@@ -113,7 +117,8 @@ impl Running {
     }
 }
 
-/// Builds the token verifier: JWKS keys, plus the dev issuer in dev mode.
+/// Builds the token verifier: JWKS keys, plus the dev issuer in dev mode. A ledger run alone
+/// trusts no token issuer at all (its callers prove themselves with the gateway's assertion).
 pub fn verifier(config: &Config) -> Result<(Verifier, Option<DevIssuer>), StartError> {
     let settings = VerifierSettings {
         audience: config.jwt_audience.clone(),
@@ -121,6 +126,9 @@ pub fn verifier(config: &Config) -> Result<(Verifier, Option<DevIssuer>), StartE
         cache_len_max: config.token_cache_len_max,
     };
     let mut verifier = Verifier::new(&settings);
+    if config.role == Role::Ledger {
+        return Ok((verifier, None));
+    }
     if let (Some(path), Some(issuer)) = (&config.jwks_file, &config.jwt_issuer) {
         verifier.add_jwks_file(&settings, path, issuer)?;
     }
@@ -186,6 +194,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .await
         .map_err(io(format!("listen on {}", config.listen)))?;
     let addr = listener.local_addr().map_err(io("local address".into()))?;
+    if config.role == Role::Gateway && config.metrics_listen.is_some() {
+        return Err(StartError::Config(crate::config::ConfigError(
+            "metrics_listen: a gateway alone has no ledger metrics to serve; set it on the ledger"
+                .into(),
+        )));
+    }
     let metrics_listener = match config.metrics_listen {
         Some(at) => Some(
             TcpListener::bind(at)
@@ -194,40 +208,82 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         ),
         None => None,
     };
-    let store = open_store(config).await?;
-    let ledger = Ledger::start(
-        store,
-        Arc::new(SystemClock),
-        LedgerConfig {
-            commit: config.commit,
-            hold_sweep_interval: Some(config.hold_sweep_interval),
-        },
-    );
-    let state = Arc::new(AppState {
-        ledger: ledger.clone(),
-        verifier,
-        draining: AtomicBool::new(false),
+    let draining = Arc::new(AtomicBool::new(false));
+    let edge = Arc::new(Edge {
         request_timeout: config.request_timeout,
-        body_bytes_max: config.body_bytes_max,
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
-        policy,
+        body_bytes_max: config.body_bytes_max,
+        cors_origins: config.cors_origins.clone(),
     });
+    let key = match config.internal_key_path() {
+        Some(path) => Some(InternalKey::load_or_generate(
+            &path,
+            config.mode == Mode::Dev,
+        )?),
+        None => None,
+    };
+    let (app, ledger) = match (&config.upstream, key) {
+        (Some(upstream), Some(key)) => {
+            let settings = crate::proxy::UpstreamSettings {
+                url: upstream.clone(),
+                // In dev mode an https:// ledger on the same data directory serves the
+                // development certificate.
+                ca_file: config.upstream_ca_file.clone().or_else(|| {
+                    (config.mode == Mode::Dev).then(|| tls::dev_cert_files(&config.data_dir).cert)
+                }),
+                retries_max: config.upstream_retries_max,
+                connect_timeout: config.upstream_connect_timeout,
+                idle_max: config.upstream_idle_max,
+                breaker_failures: config.breaker_failures,
+                breaker_open: config.breaker_open,
+            };
+            let state = Arc::new(crate::proxy::ProxyState::new(
+                &settings,
+                verifier,
+                policy,
+                key,
+                draining.clone(),
+                config.body_bytes_max,
+            )?);
+            let routes = crate::proxy::routes(state, &crate::api::served_routes());
+            (stack(routes, edge), None)
+        }
+        (_, key) => {
+            let store = open_store(config).await?;
+            let ledger = Ledger::start(
+                store,
+                Arc::new(SystemClock),
+                LedgerConfig {
+                    commit: config.commit,
+                    hold_sweep_interval: Some(config.hold_sweep_interval),
+                },
+            );
+            let state = Arc::new(AppState {
+                ledger: ledger.clone(),
+                verifier,
+                internal: key.filter(|_| config.role == Role::Ledger),
+                draining: draining.clone(),
+                body_bytes_max: config.body_bytes_max,
+                policy,
+            });
+            (router(state, edge), Some(ledger))
+        }
+    };
     let limits = ConnLimits {
         header_read_timeout: config.header_read_timeout,
         headers_max: config.headers_max,
         header_bytes_max: config.header_bytes_max,
     };
-    let app = router(state.clone(), config.body_bytes_max, &config.cors_origins);
     let (stop, stopped) = watch::channel(false);
-    let (metrics_addr, metrics_task) = match metrics_listener {
-        Some(listener) => {
+    let (metrics_addr, metrics_task) = match (metrics_listener, &ledger) {
+        (Some(listener), Some(ledger)) => {
             let bound = listener
                 .local_addr()
                 .map_err(io("metrics local address".into()))?;
             let task = crate::metrics::serve(listener, ledger.clone(), stopped.clone());
             (Some(bound), Some(task))
         }
-        None => (None, None),
+        _ => (None, None),
     };
     let reloader = tokio::spawn(reload_certs(certs, config.tls_reload, stopped.clone()));
     let grace = config.shutdown_grace;
@@ -239,10 +295,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             stopped,
             grace,
             limits,
-            &state,
+            &draining,
         )
         .await;
-        ledger.shutdown().await;
+        if let Some(ledger) = ledger {
+            ledger.shutdown().await;
+        }
         let _ = reloader.await;
         if let Some(metrics) = metrics_task {
             let _ = metrics.await;
@@ -275,7 +333,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
     limits: ConnLimits,
-    state: &AppState,
+    draining: &AtomicBool,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -332,7 +390,7 @@ async fn accept_loop(
             }
         });
     }
-    state.draining.store(true, Ordering::SeqCst);
+    draining.store(true, Ordering::SeqCst);
     drop(listener);
     tracing::info!(
         connections = graceful.count(),

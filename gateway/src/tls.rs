@@ -82,13 +82,19 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
     file.sync_all().map_err(io)
 }
 
-/// The development certificate in `dir`, generated on first use.
-pub fn ensure_dev_cert(dir: &Path) -> Result<CertFiles, TlsError> {
+/// Where the development certificate of data directory `dir` lives.
+pub fn dev_cert_files(dir: &Path) -> CertFiles {
     let tls_dir = dir.join("tls");
-    let files = CertFiles {
+    CertFiles {
         cert: tls_dir.join("cert.pem"),
         key: tls_dir.join("key.pem"),
-    };
+    }
+}
+
+/// The development certificate in `dir`, generated on first use.
+pub fn ensure_dev_cert(dir: &Path) -> Result<CertFiles, TlsError> {
+    let files = dev_cert_files(dir);
+    let tls_dir = dir.join("tls");
     if files.cert.exists() && files.key.exists() {
         return Ok(files);
     }

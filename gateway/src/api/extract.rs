@@ -24,7 +24,9 @@ use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use super::AppState;
 use super::problem::{ApiError, ProblemKind};
-use crate::auth::{AuthError, Identity};
+use crate::auth::{AuthError, Identity, Verifier};
+use crate::internal::{Bound, IDENTITY_HEADER};
+use crate::policy::Policy;
 
 /// A scope a route requires.
 pub trait Scope: Send + Sync + 'static {
@@ -57,33 +59,75 @@ impl<S: Scope> FromRequestParts<Arc<AppState>> for Auth<S> {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let identity = verified(&parts.headers, state)?;
-        // The route policy's scopes for this route (checked at start to name every route and
-        // to include the handler's own), then the handler's own: a floor under the policy.
-        let route = parts
-            .extensions
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str);
-        let Some(required) = route.and_then(|r| state.policy.required(&parts.method, r)) else {
-            tracing::error!(route = ?route, "a route without a rule in the policy");
-            return Err(ApiError::new(ProblemKind::NotFound, "no such route"));
-        };
-        let missing = required
-            .iter()
-            .map(String::as_str)
-            .chain([S::NAME])
-            .find(|scope| !state.policy.grants(&identity, scope));
-        if let Some(scope) = missing {
-            return Err(insufficient_scope(scope));
-        }
+        let identity = verified(parts, state)?;
+        authorize(parts, &identity, &state.policy, Some(S::NAME))?;
         Ok(Auth(identity, PhantomData))
     }
 }
 
-/// The identity the request's bearer token proves.
-pub(crate) fn verified(headers: &HeaderMap, state: &AppState) -> Result<Arc<Identity>, ApiError> {
+/// Checks the route policy for the matched route: its scopes (checked at start to name every
+/// route and to include the handler's own), then `floor`, the handler's own scope, beneath it.
+pub(crate) fn authorize(
+    parts: &Parts,
+    identity: &Identity,
+    policy: &Policy,
+    floor: Option<&str>,
+) -> Result<(), ApiError> {
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let Some(required) = route.and_then(|r| policy.required(&parts.method, r)) else {
+        tracing::error!(route = ?route, "a route without a rule in the policy");
+        return Err(ApiError::new(ProblemKind::NotFound, "no such route"));
+    };
+    let missing = required
+        .iter()
+        .map(String::as_str)
+        .chain(floor)
+        .find(|scope| !policy.grants(identity, scope));
+    match missing {
+        Some(scope) => Err(insufficient_scope(scope)),
+        None => Ok(()),
+    }
+}
+
+/// The identity the request proves: the gateway's internal assertion when this process is a
+/// ledger run alone (`strongroom ledger`: bearer tokens are not even looked at), else the
+/// bearer token.
+pub(crate) fn verified(parts: &Parts, state: &AppState) -> Result<Arc<Identity>, ApiError> {
+    let Some(key) = &state.internal else {
+        return bearer_identity(&parts.headers, &state.verifier);
+    };
+    let value = parts
+        .headers
+        .get(IDENTITY_HEADER)
+        .ok_or(AuthError::NotThroughGateway)?
+        .to_str()
+        .map_err(|_| AuthError::Malformed)?;
+    let bound = Bound {
+        method: parts.method.as_str(),
+        path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        request_id: parts
+            .headers
+            .get(super::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+    };
+    let identity = key
+        .verify(value, bound, jsonwebtoken::get_current_timestamp())
+        .inspect_err(|e| tracing::warn!(reason = %e, "internal assertion refused"))?;
+    tracing::Span::current().record("tenant", identity.tenant.as_str());
+    Ok(Arc::new(identity))
+}
+
+/// The identity a request's bearer token proves.
+pub(crate) fn bearer_identity(
+    headers: &HeaderMap,
+    verifier: &Verifier,
+) -> Result<Arc<Identity>, ApiError> {
     let token = bearer(headers)?;
-    let identity = state.verifier.verify(token).inspect_err(|e| {
+    let identity = verifier.verify(token).inspect_err(|e| {
         tracing::info!(reason = %e, "token refused");
     })?;
     tracing::Span::current().record("tenant", identity.tenant.as_str());
@@ -187,7 +231,7 @@ pub const BODY_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// and discarded (within [`BODY_DRAIN_BYTES_MAX`] and [`BODY_DRAIN_TIMEOUT`]): closing an
 /// HTTP/1.1 connection with unread data makes the kernel reset it, and a client still sending
 /// would lose the answer along with the connection.
-async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)

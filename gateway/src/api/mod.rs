@@ -55,16 +55,28 @@ pub struct AppState {
     pub ledger: Ledger,
     /// Token verification.
     pub verifier: Verifier,
+    /// Set when this process is a ledger run alone (`strongroom ledger`): identities come
+    /// from the gateway's internal assertion, never from bearer tokens.
+    pub internal: Option<crate::internal::InternalKey>,
     /// Set on shutdown: readiness turns false at once.
-    pub draining: AtomicBool,
-    /// End-to-end request timeout.
-    pub request_timeout: Duration,
+    pub draining: Arc<AtomicBool>,
     /// Request body limit in bytes.
     pub body_bytes_max: usize,
-    /// Permits for requests being served (`concurrency_max`); a request that finds none is shed.
-    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Who may call which route.
     pub policy: crate::policy::Policy,
+}
+
+/// What the outermost layer (`edge`) needs, in every role.
+#[derive(Debug)]
+pub struct Edge {
+    /// End-to-end request timeout.
+    pub request_timeout: Duration,
+    /// Permits for requests being served (`concurrency_max`); a request that finds none is shed.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Request body limit in bytes.
+    pub body_bytes_max: usize,
+    /// Browser origins allowed (CORS).
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(OpenApi)]
@@ -141,10 +153,10 @@ pub fn served_routes() -> Vec<crate::policy::ServedRoute> {
 pub const OPENAPI_PATH: &str = "/openapi.json";
 
 /// The whole application: routes, fallbacks, `/openapi.json`, and the stack around them.
-pub fn router(state: Arc<AppState>, body_bytes_max: usize, cors_origins: &[String]) -> Router {
+pub fn router(state: Arc<AppState>, edge: Arc<Edge>) -> Router {
     let (routes, doc) = api_routes().split_for_parts();
     let doc_json: Arc<str> = doc.to_json().unwrap_or_default().into();
-    routes
+    let routes = routes
         .route(
             OPENAPI_PATH,
             get(move || {
@@ -157,6 +169,14 @@ pub fn router(state: Arc<AppState>, body_bytes_max: usize, cors_origins: &[Strin
                 }
             }),
         )
+        .with_state(state);
+    stack(routes, edge)
+}
+
+/// The stack around a role's routes (the combined server's handlers, or the proxy's): answers
+/// for unknown routes and methods, the body limit, panics caught, CORS, and `edge` outermost.
+pub fn stack(routes: Router, edge_state: Arc<Edge>) -> Router {
+    routes
         .fallback(|| async { ApiError::new(ProblemKind::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -164,11 +184,10 @@ pub fn router(state: Arc<AppState>, body_bytes_max: usize, cors_origins: &[Strin
                 "this route does not take this method",
             )
         })
-        .layer(DefaultBodyLimit::max(body_bytes_max))
+        .layer(DefaultBodyLimit::max(edge_state.body_bytes_max))
         .layer(CatchPanicLayer::custom(panic_problem))
-        .layer(cors(cors_origins))
-        .layer(middleware::from_fn_with_state(state.clone(), edge))
-        .with_state(state)
+        .layer(cors(&edge_state.cors_origins))
+        .layer(middleware::from_fn_with_state(edge_state, edge))
 }
 
 fn panic_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -196,7 +215,7 @@ fn request_id(req: &Request) -> String {
     }
 }
 
-async fn edge(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn edge(State(state): State<Arc<Edge>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(&req);
     let method = req.method().clone();

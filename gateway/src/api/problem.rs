@@ -108,6 +108,8 @@ problem_kinds! {
     Contention => (SERVICE_UNAVAILABLE, "contention", "Concurrent writers kept conflicting; retry"),
     Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "Storage is unavailable; nothing was acknowledged"),
     ShuttingDown => (SERVICE_UNAVAILABLE, "shutting-down", "The server is shutting down; retry elsewhere"),
+    UpstreamFailed => (BAD_GATEWAY, "upstream-failed", "The ledger behind the gateway did not answer"),
+    UpstreamUnavailable => (SERVICE_UNAVAILABLE, "upstream-unavailable", "The ledger behind the gateway is failing; retry later"),
     Internal => (INTERNAL_SERVER_ERROR, "internal", "Internal error; nothing was acknowledged"),
 }
 

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gateway::config::{Config, MapSource};
+use gateway::config::{Config, MapSource, Role};
 use gateway::server::Running;
 
 pub use self::faulty::FaultyProxy;
@@ -138,8 +138,22 @@ impl Instance {
         instance
     }
 
+    /// Starts a ledger alone (`strongroom ledger`), for a gateway in front of it.
+    pub async fn start_ledger(settings: &[(&str, &str)]) -> Instance {
+        let dir = tempfile::tempdir().unwrap();
+        let mut instance = Instance::start_as(dir.path(), settings, Role::Ledger).await;
+        instance._dir = Some(dir);
+        instance
+    }
+
     /// Starts an instance on a data directory the caller owns (to restart on it).
     pub async fn start_in(data_dir: &Path, settings: &[(&str, &str)]) -> Instance {
+        Instance::start_as(data_dir, settings, Role::Combined).await
+    }
+
+    /// Starts an instance in a role (`Combined` also covers the gateway alone: its `upstream`
+    /// setting says so).
+    async fn start_as(data_dir: &Path, settings: &[(&str, &str)], role: Role) -> Instance {
         let data_dir = data_dir.to_owned();
         let mut map: BTreeMap<String, String> = BTreeMap::from([
             ("data_dir".into(), data_dir.display().to_string()),
@@ -151,7 +165,10 @@ impl Instance {
         for (name, value) in settings {
             map.insert((*name).into(), (*value).into());
         }
-        let config = Config::load(&MapSource(map)).unwrap();
+        let mut config = Config::load(&MapSource(map)).unwrap();
+        if role != Role::Combined {
+            config = config.with_role(role).unwrap();
+        }
         let running = gateway::server::start(&config).await.unwrap();
         let cert_pem = std::fs::read(&running.info.cert).unwrap();
         Instance {

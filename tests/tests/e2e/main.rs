@@ -24,6 +24,8 @@
 //! - [`openapi`]: the served document, the `openapi` command and the routes agree.
 //! - [`crash`]: SIGKILL under load loses nothing acknowledged and duplicates nothing.
 //! - [`shutdown`]: SIGTERM drains in-flight requests and exits 0.
+//! - [`split`]: the gateway alone in front of the ledger alone: what it forwards and strips,
+//!   what the ledger refuses straight, retries and the circuit breaker.
 //! - [`logs`]: no token ever reaches the output; log lines are JSON with request ids.
 //! - [`metrics`]: the counters on the metrics listener follow the writes; not on the API's.
 //! - [`dynamodb`]: two stateless processes share one DynamoDB table (moto, through the real
@@ -51,6 +53,7 @@ mod openapi;
 mod policy;
 mod robustness;
 mod shutdown;
+mod split;
 mod tenancy;
 mod tls;
 mod walkthrough;

@@ -1,0 +1,426 @@
+//! Split deployment: the gateway alone (`serve --upstream`) in front of the ledger alone
+//! (`strongroom ledger`), and what the gateway does to what it forwards: hop-by-hop headers,
+//! the token, the request id, the trace context, retries and the circuit breaker.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway::internal::{Bound, IDENTITY_HEADER, InternalKey};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::harness::{Instance, Protocol, READ_WRITE, Req, unique_key};
+
+/// A key file both sides read.
+fn shared_key(dir: &Path) -> PathBuf {
+    let path = dir.join("internal.key");
+    InternalKey::load_or_generate(&path, true).unwrap();
+    path
+}
+
+async fn pair(dir: &Path) -> (Instance, Instance, PathBuf) {
+    let key = shared_key(dir);
+    let key_s = key.display().to_string();
+    let ledger = Instance::start_ledger(&[("internal_key_file", &key_s)]).await;
+    let ca = gateway::tls::dev_cert_files(&ledger.data_dir).cert;
+    let gateway = Instance::start_with(&[
+        ("upstream", &ledger.url),
+        ("upstream_ca_file", &ca.display().to_string()),
+        ("internal_key_file", &key_s),
+    ])
+    .await;
+    (gateway, ledger, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_alone_serves_the_api_through_the_ledger_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, ledger, key) = pair(dir.path()).await;
+    let api = gateway.api("acme");
+    let cash = api.account("USD", "debit", "none").await;
+    let revenue = api.account("USD", "credit", "none").await;
+    let transfer = api.transfer(&cash, &revenue, 1_250, "USD").await;
+    assert_eq!(transfer["state"], "posted");
+    assert_eq!(api.get_account(&cash).await["balances"]["posted"], 1_250);
+    api.assert_balanced().await;
+    // The same key twice: the ledger's replay comes back through the gateway.
+    let key_header = unique_key("split");
+    let body = json!({"currency": "EUR", "normal_side": "debit"});
+    let first = api.post("/v1/accounts", &key_header, &body).await;
+    first.expect(201);
+    let again = api.post("/v1/accounts", &key_header, &body).await;
+    again.expect(201);
+    assert!(again.replayed());
+    assert_eq!(again.json["id"], first.json["id"]);
+    // Tenancy holds across the split: another tenant sees nothing.
+    assert!(
+        gateway
+            .api("globex")
+            .list_all("/v1/accounts")
+            .await
+            .is_empty()
+    );
+
+    // The gateway refuses at its door: bad tokens, missing scopes, unknown routes, methods.
+    let anonymous = gateway.anonymous(Protocol::Negotiated);
+    anonymous
+        .send(Req::get("/v1/accounts").no_token())
+        .await
+        .expect_problem(401, "unauthorized");
+    let read_only = gateway.tokens.mint("acme", &["ledger:read"]);
+    api.send(
+        Req::post("/v1/accounts")
+            .key(&unique_key("ro"))
+            .json(&body)
+            .token(&read_only),
+    )
+    .await
+    .expect_problem(403, "insufficient-scope");
+    api.send(Req::get("/v1/nowhere"))
+        .await
+        .expect_problem(404, "not-found");
+    api.send(Req::new(reqwest::Method::DELETE, "/v1/accounts"))
+        .await
+        .expect_problem(405, "method-not-allowed");
+    anonymous
+        .send(Req::get("/health/ready").no_token())
+        .await
+        .expect(200);
+    let doc = anonymous.send(Req::get("/openapi.json").no_token()).await;
+    doc.expect(200);
+    assert!(doc.json["paths"]["/v1/transfers"].is_object());
+
+    // Straight to the ledger: a perfectly good bearer token is not enough.
+    let direct = ledger.anonymous(Protocol::Negotiated);
+    let token = gateway
+        .tokens
+        .mint("acme", &["ledger:read", "ledger:write"]);
+    let refused = direct.send(Req::get("/v1/accounts").token(&token)).await;
+    refused.expect_problem(401, "unauthorized");
+    assert!(
+        refused.str("detail").contains("only through its gateway"),
+        "{}",
+        refused.json
+    );
+    // An assertion under the shared key works only for the request it names.
+    let key = InternalKey::load(&key).unwrap();
+    let identity = gateway::auth::Identity {
+        subject: "svc".into(),
+        tenant: ledger::TenantId::new("acme").unwrap(),
+        scopes: vec!["ledger:read".into()],
+        roles: Vec::new(),
+        expires_at: jsonwebtoken::get_current_timestamp() + 600,
+    };
+    let assertion = |path: &str, rid: &str, key: &InternalKey| {
+        key.assert(
+            &identity,
+            Bound {
+                method: "GET",
+                path_and_query: path,
+                request_id: rid,
+            },
+            jsonwebtoken::get_current_timestamp(),
+        )
+    };
+    let send = |path: &'static str, rid: &'static str, value: String| {
+        direct.send(
+            Req::get(path)
+                .no_token()
+                .header("x-request-id", rid)
+                .header(IDENTITY_HEADER, &value),
+        )
+    };
+    let good = send(
+        "/v1/accounts",
+        "direct-1",
+        assertion("/v1/accounts", "direct-1", &key),
+    )
+    .await;
+    good.expect(200);
+    assert_eq!(good.json["data"].as_array().unwrap().len(), 3);
+    for (path, rid, value) in [
+        // Bound to another route.
+        (
+            "/v1/accounts",
+            "direct-2",
+            assertion("/v1/trial-balance", "direct-2", &key),
+        ),
+        // Bound to another request id.
+        (
+            "/v1/accounts",
+            "direct-3",
+            assertion("/v1/accounts", "direct-2", &key),
+        ),
+        // Made with another key.
+        (
+            "/v1/accounts",
+            "direct-4",
+            assertion(
+                "/v1/accounts",
+                "direct-4",
+                &InternalKey::load_or_generate(&dir.path().join("other.key"), true).unwrap(),
+            ),
+        ),
+    ] {
+        send(path, rid, value)
+            .await
+            .expect_problem(401, "unauthorized");
+    }
+    gateway.stop().await;
+    ledger.stop().await;
+}
+
+/// A stand-in upstream that records what reaches it and either answers or drops the
+/// connection without answering.
+struct Recorder {
+    url: String,
+    seen: Arc<Mutex<Vec<(String, HeaderMap)>>>,
+    requests: Arc<AtomicU64>,
+    drop_answers: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dropped on purpose")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+impl Recorder {
+    async fn start() -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(AtomicU64::new(0));
+        let drop_answers = Arc::new(AtomicBool::new(false));
+        let (s, r, d) = (seen.clone(), requests.clone(), drop_answers.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (s, r, d) = (s.clone(), r.clone(), d.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<Incoming>| {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        let uri = req.uri().to_string();
+                        s.lock().unwrap().push((uri, req.headers().clone()));
+                        let drop = d.load(Ordering::SeqCst);
+                        async move {
+                            if drop {
+                                return Err(Dropped);
+                            }
+                            Ok(hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .header("connection", "x-up-hop")
+                                .header("x-up-hop", "1")
+                                .header("keep-alive", "timeout=5")
+                                .header("x-up-end", "1")
+                                .body(Full::new(Bytes::from_static(br#"{"ok":true}"#)))
+                                .unwrap())
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Recorder {
+            url,
+            seen,
+            requests,
+            drop_answers,
+            task,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_gateway_forwards_and_what_it_strips() {
+    let upstream = Recorder::start().await;
+    let gateway = Instance::start_with(&[("upstream", &upstream.url)]).await;
+    let api = gateway.api("acme");
+    // HTTP/1.1: HTTP/2 forbids connection-specific headers.
+    let http1 = gateway
+        .anonymous(Protocol::Http1)
+        .with_token(&gateway.tokens.mint("acme", READ_WRITE));
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let reply = http1
+        .send(
+            Req::get("/v1/accounts?limit=5")
+                .header("x-request-id", "trace-me-1")
+                .header("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))
+                .header("connection", "x-client-hop")
+                .header("x-client-hop", "1")
+                .header(IDENTITY_HEADER, "v1.forged.by-the-client"),
+        )
+        .await;
+    reply.expect(200);
+    assert_eq!(reply.json, json!({"ok": true}));
+    assert_eq!(reply.header("x-request-id"), Some("trace-me-1"));
+    assert_eq!(reply.header("x-up-end"), Some("1"));
+    assert_eq!(
+        reply.header("x-up-hop"),
+        None,
+        "named by the upstream's Connection"
+    );
+    assert_eq!(reply.header("keep-alive"), None);
+
+    let (uri, headers) = upstream.seen.lock().unwrap()[0].clone();
+    assert_eq!(uri, "/v1/accounts?limit=5");
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        header("authorization"),
+        None,
+        "the token stays at the gateway"
+    );
+    assert_eq!(header("x-client-hop"), None);
+    assert_eq!(header("x-request-id").as_deref(), Some("trace-me-1"));
+    assert_eq!(header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    let traceparent = header("traceparent").unwrap();
+    assert!(
+        traceparent.starts_with(&format!("00-{trace}-")),
+        "{traceparent}"
+    );
+    assert!(
+        !traceparent.contains("00f067aa0ba902b7"),
+        "the gateway's own span"
+    );
+    // The client's forged assertion was replaced by one the ledger would accept.
+    let key = InternalKey::load(&gateway.data_dir.join("internal.key")).unwrap();
+    let identity = key
+        .verify(
+            &header(IDENTITY_HEADER).unwrap(),
+            Bound {
+                method: "GET",
+                path_and_query: "/v1/accounts?limit=5",
+                request_id: "trace-me-1",
+            },
+            jsonwebtoken::get_current_timestamp(),
+        )
+        .unwrap();
+    assert_eq!(identity.tenant.as_str(), "acme");
+    assert!(identity.scopes.iter().any(|s| s == "ledger:write"));
+
+    // Without a trace context, the gateway starts one.
+    api.send(Req::get("/v1/accounts")).await.expect(200);
+    let (_, headers) = upstream.seen.lock().unwrap()[1].clone();
+    let started = headers["traceparent"].to_str().unwrap().to_owned();
+    assert!(
+        started.starts_with("00-") && started.len() == 55,
+        "{started}"
+    );
+    assert!(!started.contains(trace));
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_safe_requests_are_retried() {
+    let upstream = Recorder::start().await;
+    upstream.drop_answers.store(true, Ordering::SeqCst);
+    let gateway = Instance::start_with(&[
+        ("upstream", &upstream.url),
+        ("upstream_retries_max", "2"),
+        ("breaker_failures", "1000"),
+    ])
+    .await;
+    let api = gateway.api("acme");
+    let body = json!({"currency": "USD", "normal_side": "debit"});
+    let cases = [
+        (Req::get("/v1/accounts"), 3, "GET: safe"),
+        (
+            Req::post("/v1/accounts").key(&unique_key("r")).json(&body),
+            3,
+            "POST with an Idempotency-Key: the ledger answers a repeat with the first outcome",
+        ),
+        (
+            Req::post("/v1/accounts").json(&body),
+            1,
+            "POST without a key: sent once",
+        ),
+    ];
+    for (req, attempts, why) in cases {
+        let before = upstream.count();
+        let reply = api.send(req).await;
+        reply.expect_problem(502, "upstream-failed");
+        assert_eq!(reply.header("retry-after"), Some("1"));
+        assert_eq!(upstream.count() - before, attempts, "{why}");
+    }
+    gateway.stop().await;
+
+    // Nothing listens: the connection is never made, so even a keyless POST is retried, and the
+    // problem says nothing was done.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let gateway = Instance::start_with(&[("upstream", &url)]).await;
+    let reply = gateway
+        .api("acme")
+        .send(Req::post("/v1/accounts").json(&body))
+        .await;
+    reply.expect_problem(502, "upstream-failed");
+    assert!(
+        reply.str("detail").contains("nothing was done"),
+        "{}",
+        reply.json
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_breaker_holds_requests_back_then_lets_a_trial_through() {
+    let upstream = Recorder::start().await;
+    upstream.drop_answers.store(true, Ordering::SeqCst);
+    let open_ms = 1_500;
+    let gateway = Instance::start_with(&[
+        ("upstream", &upstream.url),
+        ("upstream_retries_max", "0"),
+        ("breaker_failures", "3"),
+        ("breaker_open_ms", &open_ms.to_string()),
+    ])
+    .await;
+    let api = gateway.api("acme");
+    for _ in 0..3 {
+        api.send(Req::get("/v1/accounts"))
+            .await
+            .expect_problem(502, "upstream-failed");
+    }
+    assert_eq!(upstream.count(), 3);
+    let held = api.send(Req::get("/v1/accounts")).await;
+    held.expect_problem(503, "upstream-unavailable");
+    let retry_after: u64 = held.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(upstream.count(), 3, "an open breaker sends nothing");
+    // The upstream recovers; after the open period one trial closes the breaker again.
+    upstream.drop_answers.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(open_ms + 300)).await;
+    api.send(Req::get("/v1/accounts")).await.expect(200);
+    api.send(Req::get("/v1/accounts")).await.expect(200);
+    assert_eq!(upstream.count(), 5);
+    gateway.stop().await;
+}
