@@ -4,7 +4,7 @@
 #   BENCH_DIR (tls.crt, tls.key, jwks.json), LISTEN_ADDR, UPSTREAM_URL, JWT_ISSUER, JWT_AUDIENCE.
 #
 #   cargo build --release -p gateway
-#   ../shared/bench/gateway-vs-haproxy.sh -- bench/gateway.sh
+#   ../shared/bench/gateway-vs-haproxy.sh -- "$PWD/bench/gateway.sh"   (it runs from its own folder)
 #
 # The gateway does what HAProxy does in that script, and more: TLS with the given ECDSA
 # certificate, the token verified against the JWKS (signature, iss, aud, exp, nbf, iat, tenant),

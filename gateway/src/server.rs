@@ -343,7 +343,10 @@ async fn accept_loop(
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(limits.headers_max)
         .max_buf_size(limits.header_bytes_max)
-        .keep_alive(true);
+        .keep_alive(true)
+        // One buffer per response: over TLS, vectored writes become one record (and one
+        // syscall) per slice.
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())
