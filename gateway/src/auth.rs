@@ -8,12 +8,21 @@
 //! future) are checked when present, with a bounded leeway. The tenant, the scopes and the roles
 //! (`roles`, granted scopes by the route policy) come from the claims, never from the request.
 //!
+//! Keys may also come from the identity provider's JWKS URL ([`crate::jwks`]): fetched at start,
+//! refreshed in the background, and fetched again (at a bounded rate) when a token names a `kid`
+//! no key has, which [`Verifier::verify_refreshing`] does; [`Verifier::verify`] only reads the
+//! keys at hand.
+//!
 //! A successful verification is remembered, keyed by the token's SHA-256 and bounded in count,
 //! until the token expires: signature checks are the most expensive thing on the request path.
+//! When the remote key set drops or changes a key (a key revoked at the provider), everything
+//! remembered is forgotten.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use crate::jwks::RemoteJwks;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{
@@ -28,6 +37,10 @@ use zeroize::Zeroizing;
 pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
 /// Issuer of tokens from the dev issuer.
 pub const DEV_ISSUER: &str = "strongroom-dev";
+/// Most keys one JWKS may hold.
+pub const JWKS_KEYS_MAX: usize = 100;
+/// Longest `kid` that makes the remote JWKS be fetched again when no key has it.
+pub const KID_BYTES_MAX: usize = 256;
 /// Algorithms any key may use.
 pub const ALGORITHMS_ALLOWED: &[Algorithm] = &[
     Algorithm::RS256,
@@ -118,15 +131,30 @@ struct Claims {
     iat: Option<u64>,
 }
 
-struct VerifyKey {
+/// One verification key with what it checks.
+pub(crate) struct VerifyKey {
     key: DecodingKey,
     validation: Validation,
+    /// SHA-256 of the JWK the key came from (zero for the dev issuer): tells a key replaced
+    /// under the same `kid` from the same key fetched again.
+    pub(crate) digest: [u8; 32],
+}
+
+/// Keys by `kid`.
+pub(crate) type KeyMap = HashMap<String, Arc<VerifyKey>>;
+
+/// Verified tokens by digest, and the remote key generation they were verified under.
+#[derive(Default)]
+struct TokenCache {
+    tokens: HashMap<[u8; 32], Arc<Identity>>,
+    generation: u64,
 }
 
 /// Verifies bearer tokens.
 pub struct Verifier {
-    keys: HashMap<String, VerifyKey>,
-    cache: Mutex<HashMap<[u8; 32], Arc<Identity>>>,
+    keys: KeyMap,
+    remote: Option<Arc<RemoteJwks>>,
+    cache: Mutex<TokenCache>,
     cache_len_max: usize,
     leeway_s: u64,
 }
@@ -135,8 +163,65 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
             .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .field("remote", &self.remote)
             .finish()
     }
+}
+
+/// A verification key for tokens from `issuer` signing with `algorithms`.
+fn verify_key(
+    settings: &VerifierSettings,
+    key: DecodingKey,
+    algorithms: Vec<Algorithm>,
+    issuer: &str,
+    digest: [u8; 32],
+) -> VerifyKey {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.algorithms = algorithms;
+    validation.leeway = settings.leeway_s;
+    validation.validate_nbf = true;
+    validation.set_audience(&[&settings.audience]);
+    validation.set_issuer(&[issuer]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    VerifyKey {
+        key,
+        validation,
+        digest,
+    }
+}
+
+/// The keys of a JWKS document, for tokens from `issuer`. The whole document is refused if any
+/// key is: no `kid`, a symmetric key, an algorithm not allowed or not fitting its key (see
+/// [`jwk_algorithms`]), more than [`JWKS_KEYS_MAX`] keys, or none at all. The same rules hold
+/// for a file and for a URL.
+pub(crate) fn parse_jwks(
+    bytes: &[u8],
+    settings: &VerifierSettings,
+    issuer: &str,
+) -> Result<KeyMap, String> {
+    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS: {e}"))?;
+    if set.keys.is_empty() {
+        return Err("the JWKS holds no key".into());
+    }
+    if set.keys.len() > JWKS_KEYS_MAX {
+        return Err(format!("the JWKS holds more than {JWKS_KEYS_MAX} keys"));
+    }
+    let mut keys = KeyMap::with_capacity(set.keys.len());
+    for jwk in &set.keys {
+        let kid = jwk
+            .common
+            .key_id
+            .clone()
+            .ok_or_else(|| "every key needs a kid".to_owned())?;
+        let algorithms = jwk_algorithms(jwk).map_err(|r| format!("key {kid}: {r}"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
+        let digest = Sha256::digest(serde_json::to_vec(jwk).unwrap_or_default()).into();
+        let verify = verify_key(settings, key, algorithms, issuer, digest);
+        if keys.insert(kid.clone(), Arc::new(verify)).is_some() {
+            return Err(format!("kid {kid} names two keys"));
+        }
+    }
+    Ok(keys)
 }
 
 /// What a verifier checks besides signatures.
@@ -155,28 +240,21 @@ impl Verifier {
     pub fn new(settings: &VerifierSettings) -> Verifier {
         Verifier {
             keys: HashMap::new(),
-            cache: Mutex::new(HashMap::new()),
+            remote: None,
+            cache: Mutex::new(TokenCache::default()),
             cache_len_max: settings.cache_len_max,
             leeway_s: settings.leeway_s,
         }
     }
 
-    fn add(
-        &mut self,
-        settings: &VerifierSettings,
-        kid: String,
-        key: DecodingKey,
-        algorithms: Vec<Algorithm>,
-        issuer: &str,
-    ) {
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.algorithms = algorithms;
-        validation.leeway = settings.leeway_s;
-        validation.validate_nbf = true;
-        validation.set_audience(&[&settings.audience]);
-        validation.set_issuer(&[issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        self.keys.insert(kid, VerifyKey { key, validation });
+    /// Trusts the keys of a remote JWKS besides the fixed ones (which win on a shared `kid`).
+    pub fn set_remote(&mut self, remote: Arc<RemoteJwks>) {
+        self.remote = Some(remote);
+    }
+
+    /// The remote JWKS, if there is one (the server refreshes it in the background).
+    pub fn remote(&self) -> Option<&Arc<RemoteJwks>> {
+        self.remote.as_ref()
     }
 
     /// Adds every key of a JWKS file, for tokens from `issuer`.
@@ -190,32 +268,61 @@ impl Verifier {
             path: path.to_owned(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let set: JwkSet =
-            serde_json::from_str(&text).map_err(|e| err(format!("not a JWKS: {e}")))?;
-        for jwk in &set.keys {
-            let kid = jwk
-                .common
-                .key_id
-                .clone()
-                .ok_or_else(|| err("every key needs a kid".into()))?;
-            let algorithms = jwk_algorithms(jwk).map_err(|r| err(format!("key {kid}: {r}")))?;
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| err(format!("key {kid}: {e}")))?;
-            self.add(settings, kid, key, algorithms, issuer);
-        }
-        Ok(set.keys.len())
+        let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let keys = parse_jwks(&text, settings, issuer).map_err(err)?;
+        let count = keys.len();
+        self.keys.extend(keys);
+        Ok(count)
     }
 
     /// Trusts the dev issuer's key (dev mode only; the caller checks the mode).
     pub fn add_dev_issuer(&mut self, settings: &VerifierSettings, issuer: &DevIssuer) {
         let key = DecodingKey::from_ed_der(&issuer.public_key);
-        self.add(
-            settings,
-            issuer.kid.clone(),
-            key,
-            vec![Algorithm::EdDSA],
-            DEV_ISSUER,
-        );
+        let key = verify_key(settings, key, vec![Algorithm::EdDSA], DEV_ISSUER, [0; 32]);
+        self.keys.insert(issuer.kid.clone(), Arc::new(key));
+    }
+
+    /// The key named `kid`: a fixed one, else one of the remote JWKS as last fetched.
+    fn key(&self, kid: &str) -> Option<Arc<VerifyKey>> {
+        match self.keys.get(kid) {
+            Some(key) => Some(key.clone()),
+            None => self.remote.as_ref()?.key(kid),
+        }
+    }
+
+    /// The remote key set's generation (zero without one): it changes when a key is dropped or
+    /// replaced, which empties the token cache.
+    fn generation(&self) -> u64 {
+        self.remote.as_ref().map_or(0, |r| r.generation())
+    }
+
+    /// Like [`Verifier::verify`], but a token naming a `kid` that no key has makes the remote
+    /// JWKS be fetched again before it is refused: at most once per
+    /// `jwks_refetch_min_interval`, and callers arriving during a fetch wait for that one
+    /// (see [`RemoteJwks::refetch_for`]). This is how a key the provider just rotated in is
+    /// trusted before the next scheduled refresh.
+    pub async fn verify_refreshing(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
+        let refused = match self.verify(token) {
+            Err(AuthError::UnknownKey) => AuthError::UnknownKey,
+            other => return other,
+        };
+        let Some(remote) = &self.remote else {
+            return Err(refused);
+        };
+        // Only a token that could verify if its key were known is worth a fetch.
+        let Some(kid) = decode_header(token)
+            .ok()
+            .filter(|h| ALGORITHMS_ALLOWED.contains(&h.alg))
+            .and_then(|h| h.kid)
+            .filter(|kid| !kid.is_empty() && kid.len() <= KID_BYTES_MAX)
+        else {
+            return Err(refused);
+        };
+        if remote.refetch_for(&kid).await {
+            self.verify(token)
+        } else {
+            Err(refused)
+        }
     }
 
     /// Verifies a token and returns the identity it proves.
@@ -225,12 +332,15 @@ impl Verifier {
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = jsonwebtoken::get_current_timestamp();
+        // Read before the key: a key dropped meanwhile changes it, and the identity it
+        // verified is then not remembered.
+        let generation = self.generation();
         if let Some(identity) = self.cached(&digest, now) {
             return Ok(identity);
         }
         let header = decode_header(token).map_err(|_| AuthError::Malformed)?;
         let kid = header.kid.as_deref().ok_or(AuthError::UnknownKey)?;
-        let key = self.keys.get(kid).ok_or(AuthError::UnknownKey)?;
+        let key = self.key(kid).ok_or(AuthError::UnknownKey)?;
         if !key.validation.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
@@ -259,30 +369,42 @@ impl Verifier {
             roles: claims.roles.unwrap_or_default(),
             expires_at: claims.exp,
         });
-        self.remember(digest, identity.clone(), now);
+        self.remember(digest, identity.clone(), now, generation);
         Ok(identity)
     }
 
     fn cached(&self, digest: &[u8; 32], now: u64) -> Option<Arc<Identity>> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let identity = cache.get(digest)?;
+        let generation = self.generation();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.generation != generation {
+            // A key was dropped or replaced: what it verified is verified again.
+            cache.tokens.clear();
+            cache.generation = generation;
+            return None;
+        }
+        let identity = cache.tokens.get(digest)?;
         // The same expiry rule as a fresh verification: exp plus leeway.
         (identity.expires_at.saturating_add(self.leeway_s) > now).then(|| identity.clone())
     }
 
-    fn remember(&self, digest: [u8; 32], identity: Arc<Identity>, now: u64) {
+    fn remember(&self, digest: [u8; 32], identity: Arc<Identity>, now: u64, generation: u64) {
         if self.cache_len_max == 0 {
             return;
         }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= self.cache_len_max {
+        if cache.generation != generation || self.generation() != generation {
+            return;
+        }
+        if cache.tokens.len() >= self.cache_len_max {
             let leeway = self.leeway_s;
-            cache.retain(|_, id| id.expires_at.saturating_add(leeway) > now);
-            if cache.len() >= self.cache_len_max {
-                cache.clear();
+            cache
+                .tokens
+                .retain(|_, id| id.expires_at.saturating_add(leeway) > now);
+            if cache.tokens.len() >= self.cache_len_max {
+                cache.tokens.clear();
             }
         }
-        cache.insert(digest, identity);
+        cache.tokens.insert(digest, identity);
     }
 }
 
@@ -587,7 +709,7 @@ mod tests {
             verifier
                 .verify(&token(&issuer, |c| c.sub = format!("u{i}")))
                 .expect("valid");
-            assert!(verifier.cache.lock().expect("lock").len() <= 4);
+            assert!(verifier.cache.lock().expect("lock").tokens.len() <= 4);
         }
         let short = token(&issuer, |c| {
             c.exp = jsonwebtoken::get_current_timestamp() + 1

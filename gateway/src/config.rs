@@ -60,6 +60,16 @@ pub const HTTP_THREADS_MAX: usize = 256;
 pub const DEFAULT_HOLD_SWEEP_MS: u64 = 1_000;
 /// Default bound of the verified-token cache.
 pub const DEFAULT_TOKEN_CACHE_LEN_MAX: usize = 10_000;
+/// Default interval at which keys from `jwks_url` are fetched again: five minutes, the
+/// order of magnitude at which identity providers announce a new key before signing with it.
+pub const DEFAULT_JWKS_REFRESH_MS: u64 = 300_000;
+/// Default least time between two fetches of `jwks_url` that tokens with an unknown `kid`
+/// cause: random `kid`s cannot make the gateway hammer the identity provider.
+pub const DEFAULT_JWKS_REFETCH_MIN_INTERVAL_MS: u64 = 30_000;
+/// Default longest time one fetch of `jwks_url` may take, connection to last byte.
+pub const DEFAULT_JWKS_FETCH_TIMEOUT_MS: u64 = 5_000;
+/// Longest `jwks_url` accepted, in bytes.
+pub const JWKS_URL_BYTES_MAX: usize = 2_048;
 /// Default log filter.
 pub const DEFAULT_LOG: &str = "info";
 
@@ -107,6 +117,18 @@ pub struct Config {
     pub tls_reload: Duration,
     /// JWKS file of the identity provider's public keys.
     pub jwks_file: Option<PathBuf>,
+    /// HTTPS URL of the identity provider's JWKS (instead of `jwks_file`): fetched at start,
+    /// then every `jwks_refresh`, and when a token names an unknown key.
+    pub jwks_url: Option<String>,
+    /// PEM bundle of the CAs trusted for `jwks_url`'s certificate; the Mozilla roots
+    /// (webpki-root-certs) when unset.
+    pub jwks_ca_file: Option<PathBuf>,
+    /// How often the keys of `jwks_url` are fetched again.
+    pub jwks_refresh: Duration,
+    /// Least time between two fetches that unknown `kid`s cause.
+    pub jwks_refetch_min_interval: Duration,
+    /// Longest time one fetch may take.
+    pub jwks_fetch_timeout: Duration,
     /// The `iss` that tokens signed by the JWKS keys must carry.
     pub jwt_issuer: Option<String>,
     /// The `aud` every token must carry.
@@ -230,6 +252,11 @@ pub const SETTINGS: &[&str] = &[
     "policy_file",
     "cors_origins",
     "jwks_file",
+    "jwks_url",
+    "jwks_ca_file",
+    "jwks_refresh_ms",
+    "jwks_refetch_min_interval_ms",
+    "jwks_fetch_timeout_ms",
     "jwt_issuer",
     "jwt_audience",
     "jwt_leeway_s",
@@ -316,6 +343,26 @@ fn cors_origins(raw: Option<&str>) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(origins)
+}
+
+/// `jwks_url`: an `https://` URL with a host and no user info, at most [`JWKS_URL_BYTES_MAX`].
+fn jwks_url(raw: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| ConfigError(format!("jwks_url {raw:?}: {why}"));
+    if raw.len() > JWKS_URL_BYTES_MAX {
+        return Err(bad(&format!("longer than {JWKS_URL_BYTES_MAX} bytes")));
+    }
+    let uri: axum::http::Uri = raw.parse().map_err(|e| bad(&format!("{e}")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad("must be an https:// URL"));
+    }
+    let authority = uri.authority().ok_or_else(|| bad("has no host"))?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err(bad("needs a host and no user info"));
+    }
+    Ok(Some(raw.to_owned()))
 }
 
 impl Config {
@@ -416,6 +463,34 @@ impl Config {
             policy_file: path("policy_file"),
             cors_origins: cors_origins(source.get("cors_origins").as_deref())?,
             jwks_file: path("jwks_file"),
+            jwks_url: jwks_url(source.get("jwks_url").as_deref())?,
+            jwks_ca_file: path("jwks_ca_file"),
+            jwks_refresh: Duration::from_millis(bounded(
+                "jwks_refresh_ms",
+                parse(source, "jwks_refresh_ms", DEFAULT_JWKS_REFRESH_MS)?,
+                1_000,
+                86_400_000,
+            )?),
+            jwks_refetch_min_interval: Duration::from_millis(bounded(
+                "jwks_refetch_min_interval_ms",
+                parse(
+                    source,
+                    "jwks_refetch_min_interval_ms",
+                    DEFAULT_JWKS_REFETCH_MIN_INTERVAL_MS,
+                )?,
+                100,
+                3_600_000,
+            )?),
+            jwks_fetch_timeout: Duration::from_millis(bounded(
+                "jwks_fetch_timeout_ms",
+                parse(
+                    source,
+                    "jwks_fetch_timeout_ms",
+                    DEFAULT_JWKS_FETCH_TIMEOUT_MS,
+                )?,
+                100,
+                60_000,
+            )?),
             jwt_issuer: source.get("jwt_issuer").filter(|s| !s.is_empty()),
             jwt_audience: source
                 .get("jwt_audience")
@@ -516,8 +591,19 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError("tls_cert and tls_key go together".into()));
         }
-        if self.jwks_file.is_some() != self.jwt_issuer.is_some() {
-            return Err(ConfigError("jwks_file and jwt_issuer go together".into()));
+        if self.jwks_file.is_some() && self.jwks_url.is_some() {
+            return Err(ConfigError(
+                "jwks_file and jwks_url are alternatives: set one".into(),
+            ));
+        }
+        let keys = self.jwks_file.is_some() || self.jwks_url.is_some();
+        if keys != self.jwt_issuer.is_some() {
+            return Err(ConfigError(
+                "jwt_issuer goes with jwks_file or jwks_url".into(),
+            ));
+        }
+        if self.jwks_ca_file.is_some() && self.jwks_url.is_none() {
+            return Err(ConfigError("jwks_ca_file needs jwks_url".into()));
         }
         let table = &self.dynamodb.table;
         // DynamoDB's rule for table names.
@@ -554,9 +640,9 @@ impl Config {
                     "production mode needs tls_cert and tls_key".into(),
                 ));
             }
-            if self.jwks_file.is_none() {
+            if !keys {
                 return Err(ConfigError(
-                    "production mode needs jwks_file and jwt_issuer".into(),
+                    "production mode needs jwks_file or jwks_url, and jwt_issuer".into(),
                 ));
             }
         }
@@ -612,6 +698,29 @@ impl fmt::Display for Config {
                 .map_or_else(|| "(built in)".to_owned(), |p| p.display().to_string())
         )?;
         writeln!(f, "jwks_file = {}", opt(&self.jwks_file))?;
+        writeln!(
+            f,
+            "jwks_url = {}",
+            self.jwks_url.as_deref().unwrap_or("(unset)")
+        )?;
+        writeln!(
+            f,
+            "jwks_ca_file = {}",
+            self.jwks_ca_file
+                .as_ref()
+                .map_or_else(|| "(Mozilla roots)".to_owned(), |p| p.display().to_string())
+        )?;
+        writeln!(f, "jwks_refresh_ms = {}", self.jwks_refresh.as_millis())?;
+        writeln!(
+            f,
+            "jwks_refetch_min_interval_ms = {}",
+            self.jwks_refetch_min_interval.as_millis()
+        )?;
+        writeln!(
+            f,
+            "jwks_fetch_timeout_ms = {}",
+            self.jwks_fetch_timeout.as_millis()
+        )?;
         writeln!(
             f,
             "jwt_issuer = {}",
@@ -813,11 +922,82 @@ mod tests {
             "dynamodb_endpoint",
         );
         check(&[("jwks_file", "k.json")], "jwt_issuer");
+        check(&[("jwks_url", "https://idp.example/jwks")], "jwt_issuer");
+        check(&[("jwt_issuer", "https://idp.example")], "jwt_issuer");
+        check(
+            &[
+                ("jwks_file", "k.json"),
+                ("jwks_url", "https://idp.example/jwks"),
+                ("jwt_issuer", "https://idp.example"),
+            ],
+            "alternatives",
+        );
+        for url in [
+            "http://idp.example/jwks",
+            "https://",
+            "https://user@idp.example/jwks",
+            "idp.example/jwks",
+            "https://idp example/jwks",
+        ] {
+            check(
+                &[("jwks_url", url), ("jwt_issuer", "https://idp.example")],
+                "jwks_url",
+            );
+        }
+        check(&[("jwks_ca_file", "ca.pem")], "jwks_url");
+        check(&[("jwks_refresh_ms", "999")], "jwks_refresh_ms");
+        check(
+            &[("jwks_refetch_min_interval_ms", "99")],
+            "jwks_refetch_min_interval_ms",
+        );
+        check(
+            &[("jwks_fetch_timeout_ms", "60001")],
+            "jwks_fetch_timeout_ms",
+        );
         check(&[("mode", "production")], "tls_cert");
         check(
             &[("mode", "production"), ("tls_cert", "c"), ("tls_key", "k")],
-            "jwks_file",
+            "jwks_file or jwks_url",
         );
+    }
+
+    #[test]
+    fn jwks_url_replaces_jwks_file_in_production() {
+        let c = load(&[
+            ("mode", "production"),
+            ("tls_cert", "c.pem"),
+            ("tls_key", "k.pem"),
+            ("jwks_url", "https://idp.example:8443/.well-known/jwks.json"),
+            ("jwks_ca_file", "ca.pem"),
+            ("jwt_issuer", "https://idp.example"),
+        ])
+        .expect("config");
+        assert_eq!(
+            c.jwks_url.as_deref(),
+            Some("https://idp.example:8443/.well-known/jwks.json")
+        );
+        assert_eq!(
+            c.jwks_refresh,
+            Duration::from_millis(DEFAULT_JWKS_REFRESH_MS)
+        );
+        assert_eq!(
+            c.jwks_refetch_min_interval,
+            Duration::from_millis(DEFAULT_JWKS_REFETCH_MIN_INTERVAL_MS)
+        );
+        let printed = c.to_string();
+        assert!(printed.contains("jwks_url = https://idp.example:8443/"));
+        assert!(printed.contains("jwks_ca_file = ca.pem"));
+        assert!(printed.contains("jwks_refresh_ms = 300000"));
+        // The edges of the bounds.
+        let edge = load(&[
+            ("jwks_refresh_ms", "1000"),
+            ("jwks_refetch_min_interval_ms", "100"),
+            ("jwks_fetch_timeout_ms", "60000"),
+        ])
+        .expect("at the edges");
+        assert_eq!(edge.jwks_refresh, Duration::from_secs(1));
+        let long = format!("https://idp.example/{}", "a".repeat(JWKS_URL_BYTES_MAX));
+        assert!(load(&[("jwks_url", &long), ("jwt_issuer", "i")]).is_err());
     }
 
     #[test]

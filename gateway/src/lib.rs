@@ -1,6 +1,7 @@
 //! Strongroom's gateway: the process that partners talk to.
 //!
-//! It terminates TLS ([`tls`]), verifies bearer tokens ([`auth`]), checks and converts every
+//! It terminates TLS ([`tls`]), verifies bearer tokens ([`auth`], keys from a file or the
+//! identity provider's URL: [`jwks`]), checks and converts every
 //! request ([`api`]), and calls the ledger in the same process. It owns the wire format (the
 //! ledger has no idea what HTTP is), the configuration ([`config`]) and the `strongroom` command
 //! ([`cli`]).
@@ -11,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod jwks;
 pub mod logging;
 pub mod metrics;
 pub mod policy;

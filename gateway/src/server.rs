@@ -31,6 +31,7 @@ use tower::ServiceExt;
 use crate::api::{AppState, router};
 use crate::auth::{DevIssuer, Verifier, VerifierSettings};
 use crate::config::{Config, Mode, StoreChoice};
+use crate::jwks::{HttpsFetcher, RemoteJwks, RemoteSettings};
 use crate::tls::{self, CertFiles};
 
 /// Longest TLS handshake allowed.
@@ -55,6 +56,15 @@ pub enum StartError {
     /// Token keys.
     #[error(transparent)]
     Keys(#[from] crate::auth::KeyError),
+    /// The first fetch of `jwks_url` failed (exit status 1, as for a JWKS file that does not
+    /// load): without keys no token verifies.
+    #[error("jwks_url {url}: {source}")]
+    Jwks {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        source: crate::jwks::JwksError,
+    },
     /// The route policy does not load or does not match the routes (exit status 64).
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
@@ -113,8 +123,10 @@ impl Running {
     }
 }
 
-/// Builds the token verifier: JWKS keys, plus the dev issuer in dev mode.
-pub fn verifier(config: &Config) -> Result<(Verifier, Option<DevIssuer>), StartError> {
+/// Builds the token verifier: JWKS keys (from the file, or fetched from the URL once, which
+/// must succeed), plus the dev issuer in dev mode. The caller refreshes the remote keys
+/// ([`crate::jwks::RemoteJwks::run`]).
+pub async fn verifier(config: &Config) -> Result<(Verifier, Option<DevIssuer>), StartError> {
     let settings = VerifierSettings {
         audience: config.jwt_audience.clone(),
         leeway_s: config.jwt_leeway_s,
@@ -123,6 +135,26 @@ pub fn verifier(config: &Config) -> Result<(Verifier, Option<DevIssuer>), StartE
     let mut verifier = Verifier::new(&settings);
     if let (Some(path), Some(issuer)) = (&config.jwks_file, &config.jwt_issuer) {
         verifier.add_jwks_file(&settings, path, issuer)?;
+    }
+    if let (Some(url), Some(issuer)) = (&config.jwks_url, &config.jwt_issuer) {
+        let failed = |source| StartError::Jwks {
+            url: url.clone(),
+            source,
+        };
+        let fetcher = HttpsFetcher::new(url, config.jwks_ca_file.as_deref()).map_err(failed)?;
+        let remote = RemoteJwks::start(
+            Box::new(fetcher),
+            RemoteSettings {
+                verifier: settings.clone(),
+                issuer: issuer.clone(),
+                refetch_min_interval: config.jwks_refetch_min_interval,
+                fetch_timeout: config.jwks_fetch_timeout,
+            },
+        )
+        .await
+        .map_err(failed)?;
+        tracing::info!(%url, kids = ?remote.kids(), "JWKS fetched");
+        verifier.set_remote(remote);
     }
     let dev = match config.mode {
         Mode::Dev => {
@@ -175,7 +207,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     )?);
     let tls_config = tls::server_config(certs.clone(), config.tls_mode)?;
     let fingerprint = certs.fingerprint();
-    let (verifier, dev) = verifier(config)?;
+    let (verifier, dev) = verifier(config).await?;
     let policy = match &config.policy_file {
         Some(path) => crate::policy::Policy::load(path)?,
         None => crate::policy::Policy::built_in()?,
@@ -230,6 +262,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         None => (None, None),
     };
     let reloader = tokio::spawn(reload_certs(certs, config.tls_reload, stopped.clone()));
+    let jwks_refresher = state
+        .verifier
+        .remote()
+        .map(|remote| tokio::spawn(remote.clone().run(config.jwks_refresh, stopped.clone())));
     let grace = config.shutdown_grace;
     let task = tokio::spawn(async move {
         accept_loop(
@@ -244,6 +280,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .await;
         ledger.shutdown().await;
         let _ = reloader.await;
+        if let Some(refresher) = jwks_refresher {
+            let _ = refresher.await;
+        }
         if let Some(metrics) = metrics_task {
             let _ = metrics.await;
         }

@@ -57,7 +57,7 @@ impl<S: Scope> FromRequestParts<Arc<AppState>> for Auth<S> {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let identity = verified(&parts.headers, state)?;
+        let identity = verified(&parts.headers, state).await?;
         // The route policy's scopes for this route (checked at start to name every route and
         // to include the handler's own), then the handler's own: a floor under the policy.
         let route = parts
@@ -80,12 +80,20 @@ impl<S: Scope> FromRequestParts<Arc<AppState>> for Auth<S> {
     }
 }
 
-/// The identity the request's bearer token proves.
-pub(crate) fn verified(headers: &HeaderMap, state: &AppState) -> Result<Arc<Identity>, ApiError> {
+/// The identity the request's bearer token proves. A token naming an unknown key may wait for
+/// a (rate-bounded) fetch of the identity provider's keys.
+pub(crate) async fn verified(
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Result<Arc<Identity>, ApiError> {
     let token = bearer(headers)?;
-    let identity = state.verifier.verify(token).inspect_err(|e| {
-        tracing::info!(reason = %e, "token refused");
-    })?;
+    let identity = state
+        .verifier
+        .verify_refreshing(token)
+        .await
+        .inspect_err(|e| {
+            tracing::info!(reason = %e, "token refused");
+        })?;
     tracing::Span::current().record("tenant", identity.tenant.as_str());
     Ok(identity)
 }

@@ -12,6 +12,8 @@
 //! - [`tenancy`]: one tenant cannot see or touch another's data.
 //! - [`idempotency`]: replays, and concurrent requests with one key.
 //! - [`auth`]: every kind of bad token is refused.
+//! - [`jwks`]: keys from the identity provider's URL over real HTTPS: rotation, a bounded
+//!   refetch rate under unknown `kid`s, an unreachable or misbehaving provider.
 //! - [`policy`]: the route policy file: a route it leaves out stops the start; a stricter rule
 //!   and the roles it defines are enforced.
 //! - [`tls`]: protocol versions per mode, RSA and ECDSA certificates, a certificate replaced
@@ -44,6 +46,7 @@ mod dynamodb;
 mod harness;
 mod hostile;
 mod idempotency;
+mod jwks;
 mod ledger_rules;
 mod logs;
 mod metrics;
