@@ -62,6 +62,9 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// The token's `exp`, seconds since the epoch.
     pub expires_at: u64,
+    /// The client certificate the token is bound to (RFC 8705 `cnf.x5t#S256`, decoded): the
+    /// token is good only on a connection presenting it (`crate::mtls::check`).
+    pub cert_thumbprint: Option<[u8; 32]>,
 }
 
 impl Identity {
@@ -129,6 +132,34 @@ struct Claims {
     roles: Option<Vec<String>>,
     #[serde(default)]
     iat: Option<u64>,
+    #[serde(default)]
+    cnf: Option<Confirmation>,
+}
+
+/// RFC 7800 confirmation: of its methods, only RFC 8705's certificate thumbprint is known.
+#[derive(Deserialize)]
+struct Confirmation {
+    #[serde(rename = "x5t#S256", default)]
+    x5t_s256: Option<String>,
+}
+
+/// The certificate thumbprint a `cnf` claim binds the token to. A `cnf` this gateway cannot
+/// check (another method, a malformed thumbprint) refuses the token: ignoring it would accept
+/// a token its issuer meant to be unusable without proof.
+fn thumbprint(cnf: Option<Confirmation>) -> Result<Option<[u8; 32]>, AuthError> {
+    use base64::Engine;
+    let Some(cnf) = cnf else {
+        return Ok(None);
+    };
+    let encoded = cnf
+        .x5t_s256
+        .ok_or_else(|| AuthError::Claims("cnf without x5t#S256 is not supported".into()))?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.as_bytes())
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .map(Some)
+        .ok_or_else(|| AuthError::Claims("cnf x5t#S256 is not a base64url SHA-256".into()))
 }
 
 /// One verification key with what it checks.
@@ -362,12 +393,14 @@ impl Verifier {
             .map(str::to_owned)
             .collect();
         scopes.extend(claims.scp.into_iter().flatten());
+        let cert_thumbprint = thumbprint(claims.cnf)?;
         let identity = Arc::new(Identity {
             subject: claims.sub,
             tenant,
             scopes,
             roles: claims.roles.unwrap_or_default(),
             expires_at: claims.exp,
+            cert_thumbprint,
         });
         self.remember(digest, identity.clone(), now, generation);
         Ok(identity)
@@ -549,8 +582,8 @@ impl DevIssuer {
         })
     }
 
-    /// Signs a token.
-    pub fn sign(&self, claims: &DevClaims) -> Result<String, String> {
+    /// Signs a token: [`DevClaims`], or any claims (a test's `cnf`, say).
+    pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, String> {
         let key =
             EncodingKey::from_ed_pem(self.private_pem.as_bytes()).map_err(|e| e.to_string())?;
         let mut header = Header::new(Algorithm::EdDSA);
@@ -721,6 +754,41 @@ mod tests {
             verifier.cached(&digest, later).is_none(),
             "an expired token is not served from cache"
         );
+    }
+
+    #[test]
+    fn a_cnf_claim_binds_the_token_to_a_certificate_thumbprint() {
+        let (_dir, issuer, verifier) = setup();
+        let sign = |cnf: serde_json::Value| {
+            let tenant = TenantId::new("acme").expect("tenant");
+            let claims = DevIssuer::claims("strongroom", "u", &tenant, &[], 600);
+            let mut claims = serde_json::to_value(claims).expect("json");
+            claims["cnf"] = cnf;
+            let key = EncodingKey::from_ed_pem(issuer.private_pem.as_bytes()).expect("key");
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(issuer.kid.clone());
+            encode(&header, &claims, &key).expect("sign")
+        };
+        let thumbprint = [7u8; 32];
+        let bound = sign(serde_json::json!({ "x5t#S256": base64_url(&thumbprint) }));
+        let identity = verifier.verify(&bound).expect("valid");
+        assert_eq!(identity.cert_thumbprint, Some(thumbprint));
+        let unbound = verifier.verify(&token(&issuer, |_| {})).expect("valid");
+        assert_eq!(unbound.cert_thumbprint, None);
+        // A confirmation that cannot be checked refuses the token.
+        for cnf in [
+            serde_json::json!({ "jkt": base64_url(&thumbprint) }),
+            serde_json::json!({ "x5t#S256": base64_url(&[7u8; 20]) }),
+            serde_json::json!({ "x5t#S256": "not base64!" }),
+        ] {
+            assert!(
+                matches!(
+                    verifier.verify(&sign(cnf.clone())),
+                    Err(AuthError::Claims(_))
+                ),
+                "{cnf}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! self-signed certificate, a local dev token issuer, HTTPS on 127.0.0.1:8443. Production mode
 //! refuses to start without a real certificate and a real token issuer.
 
+use crate::mtls::MtlsMode;
 use crate::tls::TlsMode;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -109,6 +110,11 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Protocol versions and cipher suites offered.
     pub tls_mode: TlsMode,
+    /// PEM bundle of the CAs whose client certificates are verified (mutual TLS, see
+    /// `crate::mtls`); off when unset.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// With `tls_client_ca_file`: whether a client without a certificate may connect.
+    pub mtls: MtlsMode,
     /// A route policy file replacing the built-in `policies/routes.toml`.
     pub policy_file: Option<PathBuf>,
     /// Browser origins allowed to call the API (CORS); empty: none, CORS off.
@@ -248,6 +254,8 @@ pub const SETTINGS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "tls_mode",
+    "tls_client_ca_file",
+    "mtls",
     "tls_reload_ms",
     "policy_file",
     "cors_origins",
@@ -435,6 +443,15 @@ impl Config {
                 )));
             }
         };
+        let mtls = match source.get("mtls").as_deref().map(str::trim) {
+            None | Some("optional") => MtlsMode::Optional,
+            Some("required") => MtlsMode::Required,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "mtls must be optional or required, not {other:?}"
+                )));
+            }
+        };
         let tls_reload_ms = parse(source, "tls_reload_ms", DEFAULT_TLS_RELOAD_MS)?;
         if tls_reload_ms != 0 {
             bounded("tls_reload_ms", tls_reload_ms, 100, 3_600_000)?;
@@ -459,6 +476,8 @@ impl Config {
             tls_cert: path("tls_cert"),
             tls_key: path("tls_key"),
             tls_mode,
+            tls_client_ca_file: path("tls_client_ca_file"),
+            mtls,
             tls_reload: Duration::from_millis(tls_reload_ms),
             policy_file: path("policy_file"),
             cors_origins: cors_origins(source.get("cors_origins").as_deref())?,
@@ -591,6 +610,11 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError("tls_cert and tls_key go together".into()));
         }
+        if self.mtls == MtlsMode::Required && self.tls_client_ca_file.is_none() {
+            return Err(ConfigError(
+                "mtls = required needs tls_client_ca_file".into(),
+            ));
+        }
         if self.jwks_file.is_some() && self.jwks_url.is_some() {
             return Err(ConfigError(
                 "jwks_file and jwks_url are alternatives: set one".into(),
@@ -680,6 +704,20 @@ impl fmt::Display for Config {
                 TlsMode::Modern => "modern",
             }
         )?;
+        match &self.tls_client_ca_file {
+            None => writeln!(f, "tls_client_ca_file = (off: no client certificates)")?,
+            Some(path) => {
+                writeln!(f, "tls_client_ca_file = {}", path.display())?;
+                writeln!(
+                    f,
+                    "mtls = {}",
+                    match self.mtls {
+                        MtlsMode::Optional => "optional",
+                        MtlsMode::Required => "required",
+                    }
+                )?;
+            }
+        }
         writeln!(f, "tls_reload_ms = {}", self.tls_reload.as_millis())?;
         writeln!(
             f,
@@ -906,6 +944,8 @@ mod tests {
         check(&[("commit_batch_len_max", "0")], "commit_batch_len_max");
         check(&[("tls_cert", "c.pem")], "tls_key");
         check(&[("tls_mode", "old")], "tls_mode");
+        check(&[("mtls", "sometimes")], "mtls");
+        check(&[("mtls", "required")], "tls_client_ca_file");
         check(&[("cors_origins", "*")], "cors_origins");
         check(
             &[("cors_origins", "https://a.example/path")],
@@ -998,6 +1038,20 @@ mod tests {
         assert_eq!(edge.jwks_refresh, Duration::from_secs(1));
         let long = format!("https://idp.example/{}", "a".repeat(JWKS_URL_BYTES_MAX));
         assert!(load(&[("jwks_url", &long), ("jwt_issuer", "i")]).is_err());
+    }
+
+    #[test]
+    fn client_certificates_are_optional_unless_required() {
+        let off = load(&[]).expect("defaults");
+        assert_eq!(off.tls_client_ca_file, None);
+        assert!(off.to_string().contains("tls_client_ca_file = (off"));
+        let optional = load(&[("tls_client_ca_file", "partners.pem")]).expect("optional");
+        assert_eq!(optional.mtls, MtlsMode::Optional);
+        assert!(optional.to_string().contains("mtls = optional"));
+        let required = load(&[("tls_client_ca_file", "partners.pem"), ("mtls", "required")])
+            .expect("required");
+        assert_eq!(required.mtls, MtlsMode::Required);
+        assert!(required.to_string().contains("mtls = required"));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The HTTPS server: TLS accept loop, HTTP/1.1 and HTTP/2, graceful shutdown.
 //!
 //! Each connection gets a bounded TLS handshake, then hyper serves HTTP/1.1 or HTTP/2 as ALPN
-//! chose. On shutdown, readiness turns false at once, the listener closes, connections are asked
-//! to finish (HTTP/2 GOAWAY, HTTP/1.1 close after the current response) and in-flight requests
-//! get `shutdown_grace` to complete; then the ledger drains its commit queue and stops.
+//! chose; a client certificate the handshake verified goes into each request's extensions as a
+//! [`ClientCert`]. On shutdown, readiness turns false at once, the listener closes, connections
+//! are asked to finish (HTTP/2 GOAWAY, HTTP/1.1 close after the current response) and in-flight
+//! requests get `shutdown_grace` to complete; then the ledger drains its commit queue and stops.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use crate::api::{AppState, router};
 use crate::auth::{DevIssuer, Verifier, VerifierSettings};
 use crate::config::{Config, Mode, StoreChoice};
 use crate::jwks::{HttpsFetcher, RemoteJwks, RemoteSettings};
+use crate::mtls::ClientCert;
 use crate::tls::{self, CertFiles};
 
 /// Longest TLS handshake allowed.
@@ -205,7 +207,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         &files,
         Arc::new(config.tls_mode.provider()),
     )?);
-    let tls_config = tls::server_config(certs.clone(), config.tls_mode)?;
+    let clients = match &config.tls_client_ca_file {
+        Some(ca_file) => Some(crate::mtls::client_verifier(
+            ca_file,
+            config.mtls,
+            certs.provider(),
+        )?),
+        None => None,
+    };
+    let tls_config = tls::server_config(certs.clone(), config.tls_mode, clients)?;
     let fingerprint = certs.fingerprint();
     let (verifier, dev) = verifier(config).await?;
     let policy = match &config.policy_file {
@@ -347,12 +357,7 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = app
-            .clone()
-            .map_request(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
+        let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -362,6 +367,21 @@ async fn accept_loop(
                 Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
+            // The verified client certificate, if any: the connection's identity beside the
+            // token, for every request on it (`crate::mtls::check`).
+            let client_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(<[_]>::first)
+                .map(|der| ClientCert::from_der(der));
+            let service = app.map_request(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                if let Some(cert) = &client_cert {
+                    req.extensions_mut().insert(cert.clone());
+                }
+                req
+            });
             let conn = builder.serve_connection_with_upgrades(
                 TokioIo::new(tls),
                 TowerToHyperService::new(service),

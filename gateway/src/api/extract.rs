@@ -25,6 +25,7 @@ use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 use super::AppState;
 use super::problem::{ApiError, ProblemKind};
 use crate::auth::{AuthError, Identity};
+use crate::mtls::ClientCert;
 
 /// A scope a route requires.
 pub trait Scope: Send + Sync + 'static {
@@ -57,7 +58,7 @@ impl<S: Scope> FromRequestParts<Arc<AppState>> for Auth<S> {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let identity = verified(&parts.headers, state).await?;
+        let identity = verified(parts, state).await?;
         // The route policy's scopes for this route (checked at start to name every route and
         // to include the handler's own), then the handler's own: a floor under the policy.
         let route = parts
@@ -80,13 +81,11 @@ impl<S: Scope> FromRequestParts<Arc<AppState>> for Auth<S> {
     }
 }
 
-/// The identity the request's bearer token proves. A token naming an unknown key may wait for
-/// a (rate-bounded) fetch of the identity provider's keys.
-pub(crate) async fn verified(
-    headers: &HeaderMap,
-    state: &AppState,
-) -> Result<Arc<Identity>, ApiError> {
-    let token = bearer(headers)?;
+/// The identity the request's bearer token proves, checked against the connection's client
+/// certificate (if any; `crate::mtls::check`) on every request, cached token or not. A token
+/// naming an unknown key may wait for a (rate-bounded) fetch of the identity provider's keys.
+pub(crate) async fn verified(parts: &Parts, state: &AppState) -> Result<Arc<Identity>, ApiError> {
+    let token = bearer(&parts.headers)?;
     let identity = state
         .verifier
         .verify_refreshing(token)
@@ -94,6 +93,9 @@ pub(crate) async fn verified(
         .inspect_err(|e| {
             tracing::info!(reason = %e, "token refused");
         })?;
+    crate::mtls::check(&identity, parts.extensions.get::<ClientCert>()).inspect_err(|e| {
+        tracing::info!(reason = %e, tenant = identity.tenant.as_str(), "client certificate refused");
+    })?;
     tracing::Span::current().record("tenant", identity.tenant.as_str());
     Ok(identity)
 }

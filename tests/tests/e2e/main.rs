@@ -16,6 +16,8 @@
 //!   refetch rate under unknown `kid`s, an unreachable or misbehaving provider.
 //! - [`policy`]: the route policy file: a route it leaves out stops the start; a stricter rule
 //!   and the roles it defines are enforced.
+//! - [`mtls`]: client certificates (`required` and `optional`), certificate-bound tokens
+//!   (RFC 8705), a certificate's tenant against the token's.
 //! - [`tls`]: protocol versions per mode, RSA and ECDSA certificates, a certificate replaced
 //!   while the server runs.
 //! - [`hostile`]: security headers on every answer; header floods, slow clients and more
@@ -50,6 +52,7 @@ mod jwks;
 mod ledger_rules;
 mod logs;
 mod metrics;
+mod mtls;
 mod openapi;
 mod policy;
 mod robustness;
