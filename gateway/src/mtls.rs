@@ -23,6 +23,11 @@
 //!
 //! Without a certificate (optional mode), a request is served as before, except with a token
 //! bound to a certificate.
+//!
+//! Deployment: `required` applies to every connection, health checks included, so a load
+//! balancer's checks must present a certificate too (or use `optional`: the health routes
+//! need no token). Client certificates reach the gateway only when it terminates TLS itself
+//! (TLS passthrough, an NLB); behind a load balancer that terminates TLS they never arrive.
 
 use std::path::Path;
 use std::sync::Arc;

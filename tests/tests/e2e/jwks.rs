@@ -2,7 +2,8 @@
 //! stand-in provider ([`Idp`]) that counts its requests: tokens signed with RS256 and ES256
 //! verify; a key rotated in at the provider is fetched on its first token; a flood of unknown
 //! `kid`s fetches at a bounded rate; while the provider is down or answers nonsense, the keys
-//! fetched before keep working; a key the provider drops stops working.
+//! fetched before keep working; a key the provider drops stops working; without a first
+//! fetch, the program does not start.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use gateway::config::{Config, MapSource};
 use gateway::jwks::JWKS_BYTES_MAX;
 
 use crate::harness::idp::{Answer, Idp, IdpKey, jwks};
-use crate::harness::{Instance, READ_WRITE, Req};
+use crate::harness::{Instance, READ_WRITE, Req, program};
 
 async fn instance(idp: &Idp, refetch_ms: u64, refresh_ms: u64) -> Instance {
     let settings = idp.settings(refetch_ms, refresh_ms);
@@ -206,13 +207,56 @@ async fn bad_answers_do_not_replace_the_cached_keys() {
     let cached = key.mint("acme", READ_WRITE);
     assert_eq!(status(&instance, &cached).await, 200);
     idp.serve(Answer::Body(jwks(&[&other])));
-    let seen = idp.hits();
-    idp.wait_for_hits(seen + 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(status(&instance, &cached).await, 401);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&instance, &cached).await != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped key is still trusted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         status(&instance, &other.mint("acme", READ_WRITE)).await,
         200
     );
     instance.stop().await;
+}
+
+/// Runs `strongroom serve` with `settings` to its exit, on a blocking thread (the provider
+/// answers on this runtime meanwhile).
+async fn serve_until_exit(settings: Vec<(&'static str, String)>) -> (Option<i32>, String) {
+    let output = tokio::task::spawn_blocking(move || {
+        let borrowed: Vec<(&str, &str)> = settings.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        program(&["serve"], &borrowed)
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_program_exits_1_when_the_first_fetch_fails_and_64_for_a_bad_url() {
+    let idp = Idp::start(Answer::Status(404)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = idp.settings(30_000, 300_000);
+    settings.push(("data_dir", dir.path().display().to_string()));
+    settings.push(("listen", "127.0.0.1:0".to_owned()));
+    let (code, stderr) = serve_until_exit(settings.clone()).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("jwks_url") && stderr.contains("answered 404"),
+        "{stderr}"
+    );
+    assert_eq!(idp.hits(), 1);
+    // A URL that is not https: a configuration error, before any fetch.
+    for (name, value) in &mut settings {
+        if *name == "jwks_url" {
+            *value = value.replace("https://", "http://");
+        }
+    }
+    let (code, stderr) = serve_until_exit(settings).await;
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("jwks_url"), "{stderr}");
+    assert_eq!(idp.hits(), 1);
 }
