@@ -22,8 +22,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::jwks::RemoteJwks;
-
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
@@ -32,6 +30,8 @@ use ledger::TenantId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+use crate::jwks::RemoteJwks;
 
 /// Largest token accepted, in bytes.
 pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
