@@ -15,12 +15,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ledger::CommitConfig;
 use ledger::limits::{
     COMMIT_BATCH_LEN_DEFAULT, COMMIT_QUEUE_LEN_DEFAULT, COMMIT_RETRIES_DEFAULT,
     COMMIT_WAIT_US_DEFAULT,
 };
 use ledger::store::dynamodb::{DYNAMODB_TABLE_DEFAULT, DynamoConfig};
+use ledger::{CommitConfig, TenantId};
 
 /// Prefix of every environment variable.
 pub const ENV_PREFIX: &str = "STRONGROOM_";
@@ -115,6 +115,8 @@ pub struct Config {
     pub tls_client_ca_file: Option<PathBuf>,
     /// With `tls_client_ca_file`: whether a client without a certificate may connect.
     pub mtls: MtlsMode,
+    /// Tenants whose requests need a client certificate even in `optional` mode.
+    pub mtls_tenants: Vec<TenantId>,
     /// A route policy file replacing the built-in `policies/routes.toml`.
     pub policy_file: Option<PathBuf>,
     /// Browser origins allowed to call the API (CORS); empty: none, CORS off.
@@ -256,6 +258,7 @@ pub const SETTINGS: &[&str] = &[
     "tls_mode",
     "tls_client_ca_file",
     "mtls",
+    "mtls_tenants",
     "tls_reload_ms",
     "policy_file",
     "cors_origins",
@@ -318,6 +321,29 @@ fn bounded<T: PartialOrd + fmt::Display + Copy>(
         )));
     }
     Ok(value)
+}
+
+/// Most tenants `mtls_tenants` may list.
+pub const MTLS_TENANTS_MAX: usize = 10_000;
+
+/// `mtls_tenants`: comma-separated tenant ids.
+fn mtls_tenants(raw: Option<&str>) -> Result<Vec<TenantId>, ConfigError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let tenants = raw
+        .split(',')
+        .map(|t| {
+            TenantId::new(t.trim())
+                .ok_or_else(|| ConfigError(format!("mtls_tenants: {t:?} is not a tenant id")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if tenants.len() > MTLS_TENANTS_MAX {
+        return Err(ConfigError(format!(
+            "mtls_tenants: at most {MTLS_TENANTS_MAX} tenants"
+        )));
+    }
+    Ok(tenants)
 }
 
 /// Most origins `cors_origins` may list.
@@ -478,6 +504,7 @@ impl Config {
             tls_mode,
             tls_client_ca_file: path("tls_client_ca_file"),
             mtls,
+            mtls_tenants: mtls_tenants(source.get("mtls_tenants").as_deref())?,
             tls_reload: Duration::from_millis(tls_reload_ms),
             policy_file: path("policy_file"),
             cors_origins: cors_origins(source.get("cors_origins").as_deref())?,
@@ -615,6 +642,9 @@ impl Config {
                 "mtls = required needs tls_client_ca_file".into(),
             ));
         }
+        if !self.mtls_tenants.is_empty() && self.tls_client_ca_file.is_none() {
+            return Err(ConfigError("mtls_tenants needs tls_client_ca_file".into()));
+        }
         if self.jwks_file.is_some() && self.jwks_url.is_some() {
             return Err(ConfigError(
                 "jwks_file and jwks_url are alternatives: set one".into(),
@@ -716,6 +746,8 @@ impl fmt::Display for Config {
                         MtlsMode::Required => "required",
                     }
                 )?;
+                let tenants: Vec<&str> = self.mtls_tenants.iter().map(TenantId::as_str).collect();
+                writeln!(f, "mtls_tenants = {}", tenants.join(","))?;
             }
         }
         writeln!(f, "tls_reload_ms = {}", self.tls_reload.as_millis())?;
@@ -946,6 +978,14 @@ mod tests {
         check(&[("tls_mode", "old")], "tls_mode");
         check(&[("mtls", "sometimes")], "mtls");
         check(&[("mtls", "required")], "tls_client_ca_file");
+        check(&[("mtls_tenants", "acme")], "tls_client_ca_file");
+        check(
+            &[
+                ("tls_client_ca_file", "p.pem"),
+                ("mtls_tenants", "acme,Not A Tenant"),
+            ],
+            "mtls_tenants",
+        );
         check(&[("cors_origins", "*")], "cors_origins");
         check(
             &[("cors_origins", "https://a.example/path")],
@@ -1052,6 +1092,19 @@ mod tests {
             .expect("required");
         assert_eq!(required.mtls, MtlsMode::Required);
         assert!(required.to_string().contains("mtls = required"));
+        let tenants = load(&[
+            ("tls_client_ca_file", "partners.pem"),
+            ("mtls_tenants", "acme, globex"),
+        ])
+        .expect("tenants");
+        assert_eq!(
+            tenants.mtls_tenants,
+            [TenantId::new("acme"), TenantId::new("globex")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+        );
+        assert!(tenants.to_string().contains("mtls_tenants = acme,globex"));
     }
 
     #[test]

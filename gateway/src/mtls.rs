@@ -22,13 +22,16 @@
 //!   knows tokens, not connections.
 //!
 //! Without a certificate (optional mode), a request is served as before, except with a token
-//! bound to a certificate.
+//! bound to a certificate, or for a tenant that `mtls_tenants` lists (403
+//! `certificate-required`, [`Refusal::CertificateRequired`]): a partner moved to certificates
+//! cannot be impersonated with a stolen token alone, while the others keep calling without.
 //!
 //! Deployment: `required` applies to every connection, health checks included, so a load
 //! balancer's checks must present a certificate too (or use `optional`: the health routes
 //! need no token). Client certificates reach the gateway only when it terminates TLS itself
 //! (TLS passthrough, an NLB); behind a load balancer that terminates TLS they never arrive.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -105,9 +108,28 @@ impl ClientCert {
     }
 }
 
+/// The tenants whose requests need a client certificate, even in optional mode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CertTenants(HashSet<TenantId>);
+
+impl CertTenants {
+    /// These tenants.
+    pub fn new(tenants: impl IntoIterator<Item = TenantId>) -> CertTenants {
+        CertTenants(tenants.into_iter().collect())
+    }
+
+    /// Whether `tenant`'s requests need a client certificate.
+    pub fn require(&self, tenant: &TenantId) -> bool {
+        self.0.contains(tenant)
+    }
+}
+
 /// Why a request's token and its connection's certificate do not go together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// The token's tenant must present a client certificate (`mtls_tenants`); none came.
+    #[error("this tenant must present a client certificate")]
+    CertificateRequired,
     /// The token is bound to a certificate (`cnf`) the connection did not present.
     #[error("the token is bound to another client certificate")]
     NotBound,
@@ -117,7 +139,14 @@ pub enum Refusal {
 }
 
 /// Checks a verified token against the connection's client certificate, on every request.
-pub fn check(identity: &Identity, cert: Option<&ClientCert>) -> Result<(), Refusal> {
+pub fn check(
+    identity: &Identity,
+    cert: Option<&ClientCert>,
+    tenants: &CertTenants,
+) -> Result<(), Refusal> {
+    if cert.is_none() && tenants.require(&identity.tenant) {
+        return Err(Refusal::CertificateRequired);
+    }
     if let Some(bound) = &identity.cert_thumbprint
         && cert.is_none_or(|c| c.thumbprint != *bound)
     {
@@ -295,11 +324,13 @@ mod tests {
             thumbprint: [3; 32],
             tenant: None,
         };
-        assert_eq!(check(&identity(None), None), Ok(()));
-        assert_eq!(check(&identity(None), Some(&acme)), Ok(()));
-        assert_eq!(check(&identity(Some([1; 32])), Some(&acme)), Ok(()));
+        let none = CertTenants::default();
+        let check_ = |identity: &Identity, cert: Option<&ClientCert>| check(identity, cert, &none);
+        assert_eq!(check_(&identity(None), None), Ok(()));
+        assert_eq!(check_(&identity(None), Some(&acme)), Ok(()));
+        assert_eq!(check_(&identity(Some([1; 32])), Some(&acme)), Ok(()));
         assert_eq!(
-            check(&identity(Some([1; 32])), None),
+            check_(&identity(Some([1; 32])), None),
             Err(Refusal::NotBound)
         );
         let other_acme = ClientCert {
@@ -307,16 +338,28 @@ mod tests {
             ..acme.clone()
         };
         assert_eq!(
-            check(&identity(Some([1; 32])), Some(&other_acme)),
+            check_(&identity(Some([1; 32])), Some(&other_acme)),
             Err(Refusal::NotBound)
         );
         assert_eq!(
-            check(&identity(None), Some(&globex)),
+            check_(&identity(None), Some(&globex)),
             Err(Refusal::TenantMismatch)
         );
         assert_eq!(
-            check(&identity(None), Some(&nameless)),
+            check_(&identity(None), Some(&nameless)),
             Err(Refusal::TenantMismatch)
         );
+        // A tenant that must present a certificate.
+        let acme_only = CertTenants::new([tenant("acme")]);
+        assert_eq!(
+            check(&identity(None), None, &acme_only),
+            Err(Refusal::CertificateRequired)
+        );
+        assert_eq!(check(&identity(None), Some(&acme), &acme_only), Ok(()));
+        let globex_identity = Identity {
+            tenant: tenant("globex"),
+            ..identity(None)
+        };
+        assert_eq!(check(&globex_identity, None, &acme_only), Ok(()));
     }
 }

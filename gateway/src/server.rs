@@ -253,6 +253,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         body_bytes_max: config.body_bytes_max,
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
         policy,
+        cert_tenants: crate::mtls::CertTenants::new(config.mtls_tenants.iter().cloned()),
     });
     let limits = ConnLimits {
         header_read_timeout: config.header_read_timeout,

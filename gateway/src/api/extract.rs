@@ -93,7 +93,8 @@ pub(crate) async fn verified(parts: &Parts, state: &AppState) -> Result<Arc<Iden
         .inspect_err(|e| {
             tracing::info!(reason = %e, "token refused");
         })?;
-    crate::mtls::check(&identity, parts.extensions.get::<ClientCert>()).inspect_err(|e| {
+    let cert = parts.extensions.get::<ClientCert>();
+    crate::mtls::check(&identity, cert, &state.cert_tenants).inspect_err(|e| {
         tracing::info!(reason = %e, tenant = identity.tenant.as_str(), "client certificate refused");
     })?;
     tracing::Span::current().record("tenant", identity.tenant.as_str());

@@ -65,6 +65,8 @@ pub struct AppState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Who may call which route.
     pub policy: crate::policy::Policy,
+    /// Tenants whose requests need a client certificate (`mtls_tenants`).
+    pub cert_tenants: crate::mtls::CertTenants,
 }
 
 #[derive(OpenApi)]

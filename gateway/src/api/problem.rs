@@ -80,6 +80,7 @@ problem_kinds! {
     Unauthorized => (UNAUTHORIZED, "unauthorized", "A valid bearer token is required"),
     InsufficientScope => (FORBIDDEN, "insufficient-scope", "The token lacks the scope this route needs"),
     CertificateTenant => (FORBIDDEN, "certificate-tenant", "The client certificate does not belong to the token's tenant"),
+    CertificateRequired => (FORBIDDEN, "certificate-required", "This tenant must present a client certificate"),
     NotFound => (NOT_FOUND, "not-found", "No such resource"),
     MethodNotAllowed => (METHOD_NOT_ALLOWED, "method-not-allowed", "The route does not take this method"),
     SameAccount => (UNPROCESSABLE_ENTITY, "same-account", "A transfer cannot debit and credit the same account"),
@@ -262,6 +263,9 @@ impl From<crate::mtls::Refusal> for ApiError {
                 ))
             }
             Refusal::TenantMismatch => ApiError::new(ProblemKind::CertificateTenant, r.to_string()),
+            Refusal::CertificateRequired => {
+                ApiError::new(ProblemKind::CertificateRequired, r.to_string())
+            }
         }
     }
 }

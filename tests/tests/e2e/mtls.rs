@@ -2,7 +2,8 @@
 //! (RFC 8705), over real TLS with client certificates from a CA of the test's own: `required`
 //! refuses clients without a certificate or with one from another CA; a bound token works
 //! with its certificate only, on every request (not just the first, which the token cache
-//! remembers); a certificate of another tenant is refused.
+//! remembers); a certificate of another tenant is refused; a tenant `mtls_tenants` lists
+//! needs a certificate even in `optional` mode.
 
 use serde_json::json;
 
@@ -16,12 +17,18 @@ fn tenant_uri(tenant: &str) -> String {
 
 /// An instance that verifies client certificates against `ca`, in `mode`.
 async fn instance(ca: &Ca, mode: &str) -> (Instance, tempfile::TempDir) {
+    instance_with(ca, &[("mtls", mode)]).await
+}
+
+/// An instance that verifies client certificates against `ca`, with more settings.
+async fn instance_with(ca: &Ca, settings: &[(&str, &str)]) -> (Instance, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("partners.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
     let ca_file = ca_file.display().to_string();
-    let instance = Instance::start_with(&[("tls_client_ca_file", &ca_file), ("mtls", mode)]).await;
-    (instance, dir)
+    let mut all = vec![("tls_client_ca_file", ca_file.as_str())];
+    all.extend_from_slice(settings);
+    (Instance::start_with(&all).await, dir)
 }
 
 /// A client of `instance` presenting `cert` (if any) with `token`.
@@ -157,5 +164,29 @@ async fn a_certificate_of_another_tenant_is_refused() {
             .await
             .is_empty()
     );
+    instance.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_listed_in_mtls_tenants_need_a_certificate_in_optional_mode() {
+    let partners = Ca::new("Partner CA");
+    let (instance, _dir) =
+        instance_with(&partners, &[("mtls", "optional"), ("mtls_tenants", "acme")]).await;
+    let acme_token = instance.tokens.mint("acme", READ_WRITE);
+    let reply = client(&instance, None, &acme_token)
+        .get("/v1/accounts")
+        .await;
+    reply.expect_problem(403, "certificate-required");
+    let acme = partners.client("acme-app", Some(&tenant_uri("acme")));
+    client(&instance, Some(&acme), &acme_token)
+        .get("/v1/accounts")
+        .await
+        .expect(200);
+    // Tenants not listed call without a certificate.
+    let globex_token = instance.tokens.mint("globex", READ_WRITE);
+    client(&instance, None, &globex_token)
+        .get("/v1/accounts")
+        .await
+        .expect(200);
     instance.stop().await;
 }
