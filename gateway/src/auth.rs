@@ -8,8 +8,15 @@
 //! future) are checked when present, with a bounded leeway. The tenant, the scopes and the roles
 //! (`roles`, granted scopes by the route policy) come from the claims, never from the request.
 //!
+//! Keys may also come from the identity provider's JWKS URL ([`crate::jwks`]): fetched at start,
+//! refreshed in the background, and fetched again (at a bounded rate) when a token names a `kid`
+//! no key has, which [`Verifier::verify_refreshing`] does; [`Verifier::verify`] only reads the
+//! keys at hand.
+//!
 //! A successful verification is remembered, keyed by the token's SHA-256 and bounded in count,
 //! until the token expires: signature checks are the most expensive thing on the request path.
+//! When the remote key set drops or changes a key (a key revoked at the provider), everything
+//! remembered is forgotten.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,10 +31,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::jwks::RemoteJwks;
+
 /// Largest token accepted, in bytes.
 pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
 /// Issuer of tokens from the dev issuer.
 pub const DEV_ISSUER: &str = "strongroom-dev";
+/// Most keys one JWKS may hold.
+pub const JWKS_KEYS_MAX: usize = 100;
+/// Longest `kid` that makes the remote JWKS be fetched again when no key has it.
+pub const KID_BYTES_MAX: usize = 256;
 /// Algorithms any key may use.
 pub const ALGORITHMS_ALLOWED: &[Algorithm] = &[
     Algorithm::RS256,
@@ -49,6 +62,9 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// The token's `exp`, seconds since the epoch.
     pub expires_at: u64,
+    /// The client certificate the token is bound to (RFC 8705 `cnf.x5t#S256`, decoded): the
+    /// token is good only on a connection presenting it (`crate::mtls::check`).
+    pub cert_thumbprint: Option<[u8; 32]>,
 }
 
 impl Identity {
@@ -119,17 +135,60 @@ struct Claims {
     roles: Option<Vec<String>>,
     #[serde(default)]
     iat: Option<u64>,
+    #[serde(default)]
+    cnf: Option<Confirmation>,
 }
 
-struct VerifyKey {
+/// RFC 7800 confirmation: of its methods, only RFC 8705's certificate thumbprint is known.
+#[derive(Deserialize)]
+struct Confirmation {
+    #[serde(rename = "x5t#S256", default)]
+    x5t_s256: Option<String>,
+}
+
+/// The certificate thumbprint a `cnf` claim binds the token to. A `cnf` this gateway cannot
+/// check (another method, a malformed thumbprint) refuses the token: ignoring it would accept
+/// a token its issuer meant to be unusable without proof.
+fn thumbprint(cnf: Option<Confirmation>) -> Result<Option<[u8; 32]>, AuthError> {
+    use base64::Engine;
+    let Some(cnf) = cnf else {
+        return Ok(None);
+    };
+    let encoded = cnf
+        .x5t_s256
+        .ok_or_else(|| AuthError::Claims("cnf without x5t#S256 is not supported".into()))?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.as_bytes())
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .map(Some)
+        .ok_or_else(|| AuthError::Claims("cnf x5t#S256 is not a base64url SHA-256".into()))
+}
+
+/// One verification key with what it checks.
+pub(crate) struct VerifyKey {
     key: DecodingKey,
     validation: Validation,
+    /// SHA-256 of the JWK the key came from (zero for the dev issuer): tells a key replaced
+    /// under the same `kid` from the same key fetched again.
+    pub(crate) digest: [u8; 32],
+}
+
+/// Keys by `kid`.
+pub(crate) type KeyMap = HashMap<String, Arc<VerifyKey>>;
+
+/// Verified tokens by digest, and the remote key generation they were verified under.
+#[derive(Default)]
+struct TokenCache {
+    tokens: HashMap<[u8; 32], Arc<Identity>>,
+    generation: u64,
 }
 
 /// Verifies bearer tokens.
 pub struct Verifier {
-    keys: HashMap<String, VerifyKey>,
-    cache: Mutex<HashMap<[u8; 32], Arc<Identity>>>,
+    keys: KeyMap,
+    remote: Option<Arc<RemoteJwks>>,
+    cache: Mutex<TokenCache>,
     cache_len_max: usize,
     leeway_s: u64,
 }
@@ -138,8 +197,65 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
             .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .field("remote", &self.remote)
             .finish()
     }
+}
+
+/// A verification key for tokens from `issuer` signing with `algorithms`.
+fn verify_key(
+    settings: &VerifierSettings,
+    key: DecodingKey,
+    algorithms: Vec<Algorithm>,
+    issuer: &str,
+    digest: [u8; 32],
+) -> VerifyKey {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.algorithms = algorithms;
+    validation.leeway = settings.leeway_s;
+    validation.validate_nbf = true;
+    validation.set_audience(&[&settings.audience]);
+    validation.set_issuer(&[issuer]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    VerifyKey {
+        key,
+        validation,
+        digest,
+    }
+}
+
+/// The keys of a JWKS document, for tokens from `issuer`. The whole document is refused if any
+/// key is: no `kid`, a symmetric key, an algorithm not allowed or not fitting its key (see
+/// [`jwk_algorithms`]), more than [`JWKS_KEYS_MAX`] keys, or none at all. The same rules hold
+/// for a file and for a URL.
+pub(crate) fn parse_jwks(
+    bytes: &[u8],
+    settings: &VerifierSettings,
+    issuer: &str,
+) -> Result<KeyMap, String> {
+    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS: {e}"))?;
+    if set.keys.is_empty() {
+        return Err("the JWKS holds no key".into());
+    }
+    if set.keys.len() > JWKS_KEYS_MAX {
+        return Err(format!("the JWKS holds more than {JWKS_KEYS_MAX} keys"));
+    }
+    let mut keys = KeyMap::with_capacity(set.keys.len());
+    for jwk in &set.keys {
+        let kid = jwk
+            .common
+            .key_id
+            .clone()
+            .ok_or_else(|| "every key needs a kid".to_owned())?;
+        let algorithms = jwk_algorithms(jwk).map_err(|r| format!("key {kid}: {r}"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
+        let digest = Sha256::digest(serde_json::to_vec(jwk).unwrap_or_default()).into();
+        let verify = verify_key(settings, key, algorithms, issuer, digest);
+        if keys.insert(kid.clone(), Arc::new(verify)).is_some() {
+            return Err(format!("kid {kid} names two keys"));
+        }
+    }
+    Ok(keys)
 }
 
 /// What a verifier checks besides signatures.
@@ -158,28 +274,21 @@ impl Verifier {
     pub fn new(settings: &VerifierSettings) -> Verifier {
         Verifier {
             keys: HashMap::new(),
-            cache: Mutex::new(HashMap::new()),
+            remote: None,
+            cache: Mutex::new(TokenCache::default()),
             cache_len_max: settings.cache_len_max,
             leeway_s: settings.leeway_s,
         }
     }
 
-    fn add(
-        &mut self,
-        settings: &VerifierSettings,
-        kid: String,
-        key: DecodingKey,
-        algorithms: Vec<Algorithm>,
-        issuer: &str,
-    ) {
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.algorithms = algorithms;
-        validation.leeway = settings.leeway_s;
-        validation.validate_nbf = true;
-        validation.set_audience(&[&settings.audience]);
-        validation.set_issuer(&[issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        self.keys.insert(kid, VerifyKey { key, validation });
+    /// Trusts the keys of a remote JWKS besides the fixed ones (which win on a shared `kid`).
+    pub fn set_remote(&mut self, remote: Arc<RemoteJwks>) {
+        self.remote = Some(remote);
+    }
+
+    /// The remote JWKS, if there is one (the server refreshes it in the background).
+    pub fn remote(&self) -> Option<&Arc<RemoteJwks>> {
+        self.remote.as_ref()
     }
 
     /// Adds every key of a JWKS file, for tokens from `issuer`.
@@ -193,32 +302,61 @@ impl Verifier {
             path: path.to_owned(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let set: JwkSet =
-            serde_json::from_str(&text).map_err(|e| err(format!("not a JWKS: {e}")))?;
-        for jwk in &set.keys {
-            let kid = jwk
-                .common
-                .key_id
-                .clone()
-                .ok_or_else(|| err("every key needs a kid".into()))?;
-            let algorithms = jwk_algorithms(jwk).map_err(|r| err(format!("key {kid}: {r}")))?;
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| err(format!("key {kid}: {e}")))?;
-            self.add(settings, kid, key, algorithms, issuer);
-        }
-        Ok(set.keys.len())
+        let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let keys = parse_jwks(&text, settings, issuer).map_err(err)?;
+        let count = keys.len();
+        self.keys.extend(keys);
+        Ok(count)
     }
 
     /// Trusts the dev issuer's key (dev mode only; the caller checks the mode).
     pub fn add_dev_issuer(&mut self, settings: &VerifierSettings, issuer: &DevIssuer) {
         let key = DecodingKey::from_ed_der(&issuer.public_key);
-        self.add(
-            settings,
-            issuer.kid.clone(),
-            key,
-            vec![Algorithm::EdDSA],
-            DEV_ISSUER,
-        );
+        let key = verify_key(settings, key, vec![Algorithm::EdDSA], DEV_ISSUER, [0; 32]);
+        self.keys.insert(issuer.kid.clone(), Arc::new(key));
+    }
+
+    /// The key named `kid`: a fixed one, else one of the remote JWKS as last fetched.
+    fn key(&self, kid: &str) -> Option<Arc<VerifyKey>> {
+        match self.keys.get(kid) {
+            Some(key) => Some(key.clone()),
+            None => self.remote.as_ref()?.key(kid),
+        }
+    }
+
+    /// The remote key set's generation (zero without one): it changes when a key is dropped or
+    /// replaced, which empties the token cache.
+    fn generation(&self) -> u64 {
+        self.remote.as_ref().map_or(0, |r| r.generation())
+    }
+
+    /// Like [`Verifier::verify`], but a token naming a `kid` that no key has makes the remote
+    /// JWKS be fetched again before it is refused: at most once per
+    /// `jwks_refetch_min_interval`, and callers arriving during a fetch wait for that one
+    /// (see [`RemoteJwks::refetch_for`]). This is how a key the provider just rotated in is
+    /// trusted before the next scheduled refresh.
+    pub async fn verify_refreshing(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
+        let refused = match self.verify(token) {
+            Err(AuthError::UnknownKey) => AuthError::UnknownKey,
+            other => return other,
+        };
+        let Some(remote) = &self.remote else {
+            return Err(refused);
+        };
+        // Only a token that could verify if its key were known is worth a fetch.
+        let Some(kid) = decode_header(token)
+            .ok()
+            .filter(|h| ALGORITHMS_ALLOWED.contains(&h.alg))
+            .and_then(|h| h.kid)
+            .filter(|kid| !kid.is_empty() && kid.len() <= KID_BYTES_MAX)
+        else {
+            return Err(refused);
+        };
+        if remote.refetch_for(&kid).await {
+            self.verify(token)
+        } else {
+            Err(refused)
+        }
     }
 
     /// Verifies a token and returns the identity it proves.
@@ -228,12 +366,15 @@ impl Verifier {
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = jsonwebtoken::get_current_timestamp();
+        // Read before the key: a key dropped meanwhile changes it, and the identity it
+        // verified is then not remembered.
+        let generation = self.generation();
         if let Some(identity) = self.cached(&digest, now) {
             return Ok(identity);
         }
         let header = decode_header(token).map_err(|_| AuthError::Malformed)?;
         let kid = header.kid.as_deref().ok_or(AuthError::UnknownKey)?;
-        let key = self.keys.get(kid).ok_or(AuthError::UnknownKey)?;
+        let key = self.key(kid).ok_or(AuthError::UnknownKey)?;
         if !key.validation.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
@@ -255,37 +396,51 @@ impl Verifier {
             .map(str::to_owned)
             .collect();
         scopes.extend(claims.scp.into_iter().flatten());
+        let cert_thumbprint = thumbprint(claims.cnf)?;
         let identity = Arc::new(Identity {
             subject: claims.sub,
             tenant,
             scopes,
             roles: claims.roles.unwrap_or_default(),
             expires_at: claims.exp,
+            cert_thumbprint,
         });
-        self.remember(digest, identity.clone(), now);
+        self.remember(digest, identity.clone(), now, generation);
         Ok(identity)
     }
 
     fn cached(&self, digest: &[u8; 32], now: u64) -> Option<Arc<Identity>> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let identity = cache.get(digest)?;
+        let generation = self.generation();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.generation != generation {
+            // A key was dropped or replaced: what it verified is verified again.
+            cache.tokens.clear();
+            cache.generation = generation;
+            return None;
+        }
+        let identity = cache.tokens.get(digest)?;
         // The same expiry rule as a fresh verification: exp plus leeway.
         (identity.expires_at.saturating_add(self.leeway_s) > now).then(|| identity.clone())
     }
 
-    fn remember(&self, digest: [u8; 32], identity: Arc<Identity>, now: u64) {
+    fn remember(&self, digest: [u8; 32], identity: Arc<Identity>, now: u64, generation: u64) {
         if self.cache_len_max == 0 {
             return;
         }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= self.cache_len_max {
+        if cache.generation != generation || self.generation() != generation {
+            return;
+        }
+        if cache.tokens.len() >= self.cache_len_max {
             let leeway = self.leeway_s;
-            cache.retain(|_, id| id.expires_at.saturating_add(leeway) > now);
-            if cache.len() >= self.cache_len_max {
-                cache.clear();
+            cache
+                .tokens
+                .retain(|_, id| id.expires_at.saturating_add(leeway) > now);
+            if cache.tokens.len() >= self.cache_len_max {
+                cache.tokens.clear();
             }
         }
-        cache.insert(digest, identity);
+        cache.tokens.insert(digest, identity);
     }
 }
 
@@ -430,8 +585,8 @@ impl DevIssuer {
         })
     }
 
-    /// Signs a token.
-    pub fn sign(&self, claims: &DevClaims) -> Result<String, String> {
+    /// Signs a token: [`DevClaims`], or any claims (a test's `cnf`, say).
+    pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, String> {
         let key =
             EncodingKey::from_ed_pem(self.private_pem.as_bytes()).map_err(|e| e.to_string())?;
         let mut header = Header::new(Algorithm::EdDSA);
@@ -590,7 +745,7 @@ mod tests {
             verifier
                 .verify(&token(&issuer, |c| c.sub = format!("u{i}")))
                 .expect("valid");
-            assert!(verifier.cache.lock().expect("lock").len() <= 4);
+            assert!(verifier.cache.lock().expect("lock").tokens.len() <= 4);
         }
         let short = token(&issuer, |c| {
             c.exp = jsonwebtoken::get_current_timestamp() + 1
@@ -602,6 +757,41 @@ mod tests {
             verifier.cached(&digest, later).is_none(),
             "an expired token is not served from cache"
         );
+    }
+
+    #[test]
+    fn a_cnf_claim_binds_the_token_to_a_certificate_thumbprint() {
+        let (_dir, issuer, verifier) = setup();
+        let sign = |cnf: serde_json::Value| {
+            let tenant = TenantId::new("acme").expect("tenant");
+            let claims = DevIssuer::claims("strongroom", "u", &tenant, &[], 600);
+            let mut claims = serde_json::to_value(claims).expect("json");
+            claims["cnf"] = cnf;
+            let key = EncodingKey::from_ed_pem(issuer.private_pem.as_bytes()).expect("key");
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(issuer.kid.clone());
+            encode(&header, &claims, &key).expect("sign")
+        };
+        let thumbprint = [7u8; 32];
+        let bound = sign(serde_json::json!({ "x5t#S256": base64_url(&thumbprint) }));
+        let identity = verifier.verify(&bound).expect("valid");
+        assert_eq!(identity.cert_thumbprint, Some(thumbprint));
+        let unbound = verifier.verify(&token(&issuer, |_| {})).expect("valid");
+        assert_eq!(unbound.cert_thumbprint, None);
+        // A confirmation that cannot be checked refuses the token.
+        for cnf in [
+            serde_json::json!({ "jkt": base64_url(&thumbprint) }),
+            serde_json::json!({ "x5t#S256": base64_url(&[7u8; 20]) }),
+            serde_json::json!({ "x5t#S256": "not base64!" }),
+        ] {
+            assert!(
+                matches!(
+                    verifier.verify(&sign(cnf.clone())),
+                    Err(AuthError::Claims(_))
+                ),
+                "{cnf}"
+            );
+        }
     }
 
     #[test]

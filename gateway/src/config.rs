@@ -7,6 +7,7 @@
 //! self-signed certificate, a local dev token issuer, HTTPS on 127.0.0.1:8443. Production mode
 //! refuses to start without a real certificate and a real token issuer.
 
+use crate::mtls::MtlsMode;
 use crate::tls::TlsMode;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,12 +15,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ledger::CommitConfig;
 use ledger::limits::{
     COMMIT_BATCH_LEN_DEFAULT, COMMIT_QUEUE_LEN_DEFAULT, COMMIT_RETRIES_DEFAULT,
     COMMIT_WAIT_US_DEFAULT,
 };
 use ledger::store::dynamodb::{DYNAMODB_TABLE_DEFAULT, DynamoConfig};
+use ledger::{CommitConfig, TenantId};
 
 /// Prefix of every environment variable.
 pub const ENV_PREFIX: &str = "STRONGROOM_";
@@ -60,6 +61,16 @@ pub const HTTP_THREADS_MAX: usize = 256;
 pub const DEFAULT_HOLD_SWEEP_MS: u64 = 1_000;
 /// Default bound of the verified-token cache.
 pub const DEFAULT_TOKEN_CACHE_LEN_MAX: usize = 10_000;
+/// Default interval at which keys from `jwks_url` are fetched again: five minutes, the
+/// order of magnitude at which identity providers announce a new key before signing with it.
+pub const DEFAULT_JWKS_REFRESH_MS: u64 = 300_000;
+/// Default least time between two fetches of `jwks_url` that tokens with an unknown `kid`
+/// cause: random `kid`s cannot make the gateway hammer the identity provider.
+pub const DEFAULT_JWKS_REFETCH_MIN_INTERVAL_MS: u64 = 30_000;
+/// Default longest time one fetch of `jwks_url` may take, connection to last byte.
+pub const DEFAULT_JWKS_FETCH_TIMEOUT_MS: u64 = 5_000;
+/// Longest `jwks_url` accepted, in bytes.
+pub const JWKS_URL_BYTES_MAX: usize = 2_048;
 /// Default log filter.
 pub const DEFAULT_LOG: &str = "info";
 
@@ -132,6 +143,13 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Protocol versions and cipher suites offered.
     pub tls_mode: TlsMode,
+    /// PEM bundle of the CAs whose client certificates are verified (mutual TLS, see
+    /// `crate::mtls`); off when unset.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// With `tls_client_ca_file`: whether a client without a certificate may connect.
+    pub mtls: MtlsMode,
+    /// Tenants whose requests need a client certificate even in `optional` mode.
+    pub mtls_tenants: Vec<TenantId>,
     /// A route policy file replacing the built-in `policies/routes.toml`.
     pub policy_file: Option<PathBuf>,
     /// Browser origins allowed to call the API (CORS); empty: none, CORS off.
@@ -140,6 +158,18 @@ pub struct Config {
     pub tls_reload: Duration,
     /// JWKS file of the identity provider's public keys.
     pub jwks_file: Option<PathBuf>,
+    /// HTTPS URL of the identity provider's JWKS (instead of `jwks_file`): fetched at start,
+    /// then every `jwks_refresh`, and when a token names an unknown key.
+    pub jwks_url: Option<String>,
+    /// PEM bundle of the CAs trusted for `jwks_url`'s certificate; the Mozilla roots
+    /// (webpki-root-certs) when unset.
+    pub jwks_ca_file: Option<PathBuf>,
+    /// How often the keys of `jwks_url` are fetched again.
+    pub jwks_refresh: Duration,
+    /// Least time between two fetches that unknown `kid`s cause.
+    pub jwks_refetch_min_interval: Duration,
+    /// Longest time one fetch may take.
+    pub jwks_fetch_timeout: Duration,
     /// The `iss` that tokens signed by the JWKS keys must carry.
     pub jwt_issuer: Option<String>,
     /// The `aud` every token must carry.
@@ -267,10 +297,18 @@ pub const SETTINGS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "tls_mode",
+    "tls_client_ca_file",
+    "mtls",
+    "mtls_tenants",
     "tls_reload_ms",
     "policy_file",
     "cors_origins",
     "jwks_file",
+    "jwks_url",
+    "jwks_ca_file",
+    "jwks_refresh_ms",
+    "jwks_refetch_min_interval_ms",
+    "jwks_fetch_timeout_ms",
     "jwt_issuer",
     "jwt_audience",
     "jwt_leeway_s",
@@ -326,6 +364,29 @@ fn bounded<T: PartialOrd + fmt::Display + Copy>(
     Ok(value)
 }
 
+/// Most tenants `mtls_tenants` may list.
+pub const MTLS_TENANTS_MAX: usize = 10_000;
+
+/// `mtls_tenants`: comma-separated tenant ids.
+fn mtls_tenants(raw: Option<&str>) -> Result<Vec<TenantId>, ConfigError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let tenants = raw
+        .split(',')
+        .map(|t| {
+            TenantId::new(t.trim())
+                .ok_or_else(|| ConfigError(format!("mtls_tenants: {t:?} is not a tenant id")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if tenants.len() > MTLS_TENANTS_MAX {
+        return Err(ConfigError(format!(
+            "mtls_tenants: at most {MTLS_TENANTS_MAX} tenants"
+        )));
+    }
+    Ok(tenants)
+}
+
 /// Most origins `cors_origins` may list.
 pub const CORS_ORIGINS_MAX: usize = 64;
 
@@ -375,6 +436,26 @@ fn upstream_url(raw: &str) -> Result<axum::http::Uri, ConfigError> {
         ));
     }
     Ok(uri)
+}
+
+/// `jwks_url`: an `https://` URL with a host and no user info, at most [`JWKS_URL_BYTES_MAX`].
+fn jwks_url(raw: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| ConfigError(format!("jwks_url {raw:?}: {why}"));
+    if raw.len() > JWKS_URL_BYTES_MAX {
+        return Err(bad(&format!("longer than {JWKS_URL_BYTES_MAX} bytes")));
+    }
+    let uri: axum::http::Uri = raw.parse().map_err(|e| bad(&format!("{e}")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad("must be an https:// URL"));
+    }
+    let authority = uri.authority().ok_or_else(|| bad("has no host"))?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err(bad("needs a host and no user info"));
+    }
+    Ok(Some(raw.to_owned()))
 }
 
 impl Config {
@@ -473,6 +554,15 @@ impl Config {
                 )));
             }
         };
+        let mtls = match source.get("mtls").as_deref().map(str::trim) {
+            None | Some("optional") => MtlsMode::Optional,
+            Some("required") => MtlsMode::Required,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "mtls must be optional or required, not {other:?}"
+                )));
+            }
+        };
         let tls_reload_ms = parse(source, "tls_reload_ms", DEFAULT_TLS_RELOAD_MS)?;
         if tls_reload_ms != 0 {
             bounded("tls_reload_ms", tls_reload_ms, 100, 3_600_000)?;
@@ -559,10 +649,41 @@ impl Config {
             tls_cert: path("tls_cert"),
             tls_key: path("tls_key"),
             tls_mode,
+            tls_client_ca_file: path("tls_client_ca_file"),
+            mtls,
+            mtls_tenants: mtls_tenants(source.get("mtls_tenants").as_deref())?,
             tls_reload: Duration::from_millis(tls_reload_ms),
             policy_file: path("policy_file"),
             cors_origins: cors_origins(source.get("cors_origins").as_deref())?,
             jwks_file: path("jwks_file"),
+            jwks_url: jwks_url(source.get("jwks_url").as_deref())?,
+            jwks_ca_file: path("jwks_ca_file"),
+            jwks_refresh: Duration::from_millis(bounded(
+                "jwks_refresh_ms",
+                parse(source, "jwks_refresh_ms", DEFAULT_JWKS_REFRESH_MS)?,
+                1_000,
+                86_400_000,
+            )?),
+            jwks_refetch_min_interval: Duration::from_millis(bounded(
+                "jwks_refetch_min_interval_ms",
+                parse(
+                    source,
+                    "jwks_refetch_min_interval_ms",
+                    DEFAULT_JWKS_REFETCH_MIN_INTERVAL_MS,
+                )?,
+                100,
+                3_600_000,
+            )?),
+            jwks_fetch_timeout: Duration::from_millis(bounded(
+                "jwks_fetch_timeout_ms",
+                parse(
+                    source,
+                    "jwks_fetch_timeout_ms",
+                    DEFAULT_JWKS_FETCH_TIMEOUT_MS,
+                )?,
+                100,
+                60_000,
+            )?),
             jwt_issuer: source.get("jwt_issuer").filter(|s| !s.is_empty()),
             jwt_audience: source
                 .get("jwt_audience")
@@ -668,8 +789,27 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError("tls_cert and tls_key go together".into()));
         }
-        if self.jwks_file.is_some() != self.jwt_issuer.is_some() {
-            return Err(ConfigError("jwks_file and jwt_issuer go together".into()));
+        if self.mtls == MtlsMode::Required && self.tls_client_ca_file.is_none() {
+            return Err(ConfigError(
+                "mtls = required needs tls_client_ca_file".into(),
+            ));
+        }
+        if !self.mtls_tenants.is_empty() && self.tls_client_ca_file.is_none() {
+            return Err(ConfigError("mtls_tenants needs tls_client_ca_file".into()));
+        }
+        if self.jwks_file.is_some() && self.jwks_url.is_some() {
+            return Err(ConfigError(
+                "jwks_file and jwks_url are alternatives: set one".into(),
+            ));
+        }
+        let keys = self.jwks_file.is_some() || self.jwks_url.is_some();
+        if keys != self.jwt_issuer.is_some() {
+            return Err(ConfigError(
+                "jwt_issuer goes with jwks_file or jwks_url".into(),
+            ));
+        }
+        if self.jwks_ca_file.is_some() && self.jwks_url.is_none() {
+            return Err(ConfigError("jwks_ca_file needs jwks_url".into()));
         }
         let table = &self.dynamodb.table;
         // DynamoDB's rule for table names.
@@ -707,9 +847,9 @@ impl Config {
                 ));
             }
             // A ledger run alone trusts the gateway's assertions, not tokens.
-            if self.role != Role::Ledger && self.jwks_file.is_none() {
+            if self.role != Role::Ledger && !keys {
                 return Err(ConfigError(
-                    "production mode needs jwks_file and jwt_issuer".into(),
+                    "production mode needs jwks_file or jwks_url, and jwt_issuer".into(),
                 ));
             }
             if self.role != Role::Combined && self.internal_key_file.is_none() {
@@ -776,6 +916,22 @@ impl fmt::Display for Config {
                 TlsMode::Modern => "modern",
             }
         )?;
+        match &self.tls_client_ca_file {
+            None => writeln!(f, "tls_client_ca_file = (off: no client certificates)")?,
+            Some(path) => {
+                writeln!(f, "tls_client_ca_file = {}", path.display())?;
+                writeln!(
+                    f,
+                    "mtls = {}",
+                    match self.mtls {
+                        MtlsMode::Optional => "optional",
+                        MtlsMode::Required => "required",
+                    }
+                )?;
+                let tenants: Vec<&str> = self.mtls_tenants.iter().map(TenantId::as_str).collect();
+                writeln!(f, "mtls_tenants = {}", tenants.join(","))?;
+            }
+        }
         writeln!(f, "tls_reload_ms = {}", self.tls_reload.as_millis())?;
         writeln!(
             f,
@@ -794,6 +950,29 @@ impl fmt::Display for Config {
                 .map_or_else(|| "(built in)".to_owned(), |p| p.display().to_string())
         )?;
         writeln!(f, "jwks_file = {}", opt(&self.jwks_file))?;
+        writeln!(
+            f,
+            "jwks_url = {}",
+            self.jwks_url.as_deref().unwrap_or("(unset)")
+        )?;
+        writeln!(
+            f,
+            "jwks_ca_file = {}",
+            self.jwks_ca_file
+                .as_ref()
+                .map_or_else(|| "(Mozilla roots)".to_owned(), |p| p.display().to_string())
+        )?;
+        writeln!(f, "jwks_refresh_ms = {}", self.jwks_refresh.as_millis())?;
+        writeln!(
+            f,
+            "jwks_refetch_min_interval_ms = {}",
+            self.jwks_refetch_min_interval.as_millis()
+        )?;
+        writeln!(
+            f,
+            "jwks_fetch_timeout_ms = {}",
+            self.jwks_fetch_timeout.as_millis()
+        )?;
         writeln!(
             f,
             "jwt_issuer = {}",
@@ -979,6 +1158,16 @@ mod tests {
         check(&[("commit_batch_len_max", "0")], "commit_batch_len_max");
         check(&[("tls_cert", "c.pem")], "tls_key");
         check(&[("tls_mode", "old")], "tls_mode");
+        check(&[("mtls", "sometimes")], "mtls");
+        check(&[("mtls", "required")], "tls_client_ca_file");
+        check(&[("mtls_tenants", "acme")], "tls_client_ca_file");
+        check(
+            &[
+                ("tls_client_ca_file", "p.pem"),
+                ("mtls_tenants", "acme,Not A Tenant"),
+            ],
+            "mtls_tenants",
+        );
         check(&[("cors_origins", "*")], "cors_origins");
         check(
             &[("cors_origins", "https://a.example/path")],
@@ -995,11 +1184,109 @@ mod tests {
             "dynamodb_endpoint",
         );
         check(&[("jwks_file", "k.json")], "jwt_issuer");
+        check(&[("jwks_url", "https://idp.example/jwks")], "jwt_issuer");
+        check(&[("jwt_issuer", "https://idp.example")], "jwt_issuer");
+        check(
+            &[
+                ("jwks_file", "k.json"),
+                ("jwks_url", "https://idp.example/jwks"),
+                ("jwt_issuer", "https://idp.example"),
+            ],
+            "alternatives",
+        );
+        for url in [
+            "http://idp.example/jwks",
+            "https://",
+            "https://user@idp.example/jwks",
+            "idp.example/jwks",
+            "https://idp example/jwks",
+        ] {
+            check(
+                &[("jwks_url", url), ("jwt_issuer", "https://idp.example")],
+                "jwks_url",
+            );
+        }
+        check(&[("jwks_ca_file", "ca.pem")], "jwks_url");
+        check(&[("jwks_refresh_ms", "999")], "jwks_refresh_ms");
+        check(
+            &[("jwks_refetch_min_interval_ms", "99")],
+            "jwks_refetch_min_interval_ms",
+        );
+        check(
+            &[("jwks_fetch_timeout_ms", "60001")],
+            "jwks_fetch_timeout_ms",
+        );
         check(&[("mode", "production")], "tls_cert");
         check(
             &[("mode", "production"), ("tls_cert", "c"), ("tls_key", "k")],
-            "jwks_file",
+            "jwks_file or jwks_url",
         );
+    }
+
+    #[test]
+    fn jwks_url_replaces_jwks_file_in_production() {
+        let c = load(&[
+            ("mode", "production"),
+            ("tls_cert", "c.pem"),
+            ("tls_key", "k.pem"),
+            ("jwks_url", "https://idp.example:8443/.well-known/jwks.json"),
+            ("jwks_ca_file", "ca.pem"),
+            ("jwt_issuer", "https://idp.example"),
+        ])
+        .expect("config");
+        assert_eq!(
+            c.jwks_url.as_deref(),
+            Some("https://idp.example:8443/.well-known/jwks.json")
+        );
+        assert_eq!(
+            c.jwks_refresh,
+            Duration::from_millis(DEFAULT_JWKS_REFRESH_MS)
+        );
+        assert_eq!(
+            c.jwks_refetch_min_interval,
+            Duration::from_millis(DEFAULT_JWKS_REFETCH_MIN_INTERVAL_MS)
+        );
+        let printed = c.to_string();
+        assert!(printed.contains("jwks_url = https://idp.example:8443/"));
+        assert!(printed.contains("jwks_ca_file = ca.pem"));
+        assert!(printed.contains("jwks_refresh_ms = 300000"));
+        // The edges of the bounds.
+        let edge = load(&[
+            ("jwks_refresh_ms", "1000"),
+            ("jwks_refetch_min_interval_ms", "100"),
+            ("jwks_fetch_timeout_ms", "60000"),
+        ])
+        .expect("at the edges");
+        assert_eq!(edge.jwks_refresh, Duration::from_secs(1));
+        let long = format!("https://idp.example/{}", "a".repeat(JWKS_URL_BYTES_MAX));
+        assert!(load(&[("jwks_url", &long), ("jwt_issuer", "i")]).is_err());
+    }
+
+    #[test]
+    fn client_certificates_are_optional_unless_required() {
+        let off = load(&[]).expect("defaults");
+        assert_eq!(off.tls_client_ca_file, None);
+        assert!(off.to_string().contains("tls_client_ca_file = (off"));
+        let optional = load(&[("tls_client_ca_file", "partners.pem")]).expect("optional");
+        assert_eq!(optional.mtls, MtlsMode::Optional);
+        assert!(optional.to_string().contains("mtls = optional"));
+        let required = load(&[("tls_client_ca_file", "partners.pem"), ("mtls", "required")])
+            .expect("required");
+        assert_eq!(required.mtls, MtlsMode::Required);
+        assert!(required.to_string().contains("mtls = required"));
+        let tenants = load(&[
+            ("tls_client_ca_file", "partners.pem"),
+            ("mtls_tenants", "acme, globex"),
+        ])
+        .expect("tenants");
+        assert_eq!(
+            tenants.mtls_tenants,
+            [TenantId::new("acme"), TenantId::new("globex")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+        );
+        assert!(tenants.to_string().contains("mtls_tenants = acme,globex"));
     }
 
     #[test]

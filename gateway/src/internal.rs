@@ -212,6 +212,9 @@ impl InternalKey {
             scopes: claims.scp.into_owned(),
             roles: claims.rol.into_owned(),
             expires_at: claims.exp,
+            // A certificate binding was checked by the gateway, on the partner's connection;
+            // this connection is the gateway's.
+            cert_thumbprint: None,
         })
     }
 }
@@ -244,6 +247,7 @@ mod tests {
             scopes: vec!["ledger:read".into()],
             roles: vec!["partner".into()],
             expires_at: 2_000_000_000,
+            cert_thumbprint: None,
         }
     }
 

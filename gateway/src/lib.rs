@@ -1,9 +1,10 @@
 //! Strongroom's gateway: the process that partners talk to.
 //!
-//! It terminates TLS ([`tls`]), verifies bearer tokens ([`auth`]), checks and converts every
-//! request ([`api`]), and calls the ledger in the same process. It owns the wire format (the
-//! ledger has no idea what HTTP is), the configuration ([`config`]) and the `strongroom` command
-//! ([`cli`]).
+//! It terminates TLS ([`tls`]; client certificates: [`mtls`]), verifies bearer tokens
+//! ([`auth`]; keys from a file or the identity provider's URL: [`jwks`]), checks and converts
+//! every request ([`api`]), and calls the ledger in the same process. It owns the wire format
+//! (the ledger has no idea what HTTP is), the configuration ([`config`]) and the `strongroom`
+//! command ([`cli`]).
 
 #![warn(missing_docs)]
 
@@ -12,8 +13,10 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod internal;
+pub mod jwks;
 pub mod logging;
 pub mod metrics;
+pub mod mtls;
 pub mod policy;
 pub mod proxy;
 pub mod server;

@@ -351,6 +351,7 @@ mod tests {
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             roles: roles.iter().map(|s| (*s).to_owned()).collect(),
             expires_at: 0,
+            cert_thumbprint: None,
         };
         assert!(policy.grants(&identity(&["ledger:read"], &[]), "ledger:read"));
         assert!(policy.grants(&identity(&[], &["auditor"]), "ledger:read"));

@@ -44,6 +44,7 @@ use crate::api::problem::{ApiError, ProblemKind, REQUEST};
 use crate::api::{OPENAPI_PATH, REQUEST_ID};
 use crate::auth::Verifier;
 use crate::internal::{Bound, IDENTITY_HEADER, InternalKey};
+use crate::mtls::CertTenants;
 use crate::policy::{Policy, ServedRoute};
 
 /// Default retries of a failed upstream request.
@@ -116,6 +117,7 @@ type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub struct ProxyState {
     verifier: Verifier,
     policy: Policy,
+    cert_tenants: CertTenants,
     key: InternalKey,
     client: UpstreamClient,
     scheme: axum::http::uri::Scheme,
@@ -140,6 +142,7 @@ impl ProxyState {
         settings: &UpstreamSettings,
         verifier: Verifier,
         policy: Policy,
+        cert_tenants: CertTenants,
         key: InternalKey,
         draining: Arc<AtomicBool>,
         body_bytes_max: usize,
@@ -178,6 +181,7 @@ impl ProxyState {
         Ok(ProxyState {
             verifier,
             policy,
+            cert_tenants,
             key,
             client,
             scheme: parts.scheme.unwrap_or(axum::http::uri::Scheme::HTTP),
@@ -265,7 +269,7 @@ async fn forward(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let identity = extract::bearer_identity(&parts.headers, &state.verifier)?;
+    let identity = extract::bearer_identity(&parts, &state.verifier, &state.cert_tenants).await?;
     extract::authorize(&parts, &identity, &state.policy, None)?;
     let body = extract::read_body(
         Request::from_parts(parts.clone(), body),

@@ -1,9 +1,10 @@
 //! The HTTPS server: TLS accept loop, HTTP/1.1 and HTTP/2, graceful shutdown.
 //!
 //! Each connection gets a bounded TLS handshake, then hyper serves HTTP/1.1 or HTTP/2 as ALPN
-//! chose. On shutdown, readiness turns false at once, the listener closes, connections are asked
-//! to finish (HTTP/2 GOAWAY, HTTP/1.1 close after the current response) and in-flight requests
-//! get `shutdown_grace` to complete; then the ledger drains its commit queue and stops.
+//! chose; a client certificate the handshake verified goes into each request's extensions as a
+//! [`ClientCert`]. On shutdown, readiness turns false at once, the listener closes, connections
+//! are asked to finish (HTTP/2 GOAWAY, HTTP/1.1 close after the current response) and in-flight
+//! requests get `shutdown_grace` to complete; then the ledger drains its commit queue and stops.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ use crate::api::{AppState, Edge, router, stack};
 use crate::auth::{DevIssuer, Verifier, VerifierSettings};
 use crate::config::{Config, Mode, Role, StoreChoice};
 use crate::internal::InternalKey;
+use crate::jwks::{HttpsFetcher, RemoteJwks, RemoteSettings};
+use crate::mtls::ClientCert;
 use crate::tls::{self, CertFiles};
 
 /// Longest TLS handshake allowed.
@@ -56,6 +59,15 @@ pub enum StartError {
     /// Token keys.
     #[error(transparent)]
     Keys(#[from] crate::auth::KeyError),
+    /// The first fetch of `jwks_url` failed (exit status 1, as for a JWKS file that does not
+    /// load): without keys no token verifies.
+    #[error("jwks_url {url}: {source}")]
+    Jwks {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        source: crate::jwks::JwksError,
+    },
     /// The route policy does not load or does not match the routes (exit status 64).
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
@@ -117,9 +129,11 @@ impl Running {
     }
 }
 
-/// Builds the token verifier: JWKS keys, plus the dev issuer in dev mode. A ledger run alone
-/// trusts no token issuer at all (its callers prove themselves with the gateway's assertion).
-pub fn verifier(config: &Config) -> Result<(Verifier, Option<DevIssuer>), StartError> {
+/// Builds the token verifier: JWKS keys (from the file, or fetched from the URL once, which
+/// must succeed), plus the dev issuer in dev mode. The caller refreshes the remote keys
+/// ([`crate::jwks::RemoteJwks::run`]). A ledger run alone trusts no token issuer at all (its
+/// callers prove themselves with the gateway's assertion).
+pub async fn verifier(config: &Config) -> Result<(Verifier, Option<DevIssuer>), StartError> {
     let settings = VerifierSettings {
         audience: config.jwt_audience.clone(),
         leeway_s: config.jwt_leeway_s,
@@ -131,6 +145,26 @@ pub fn verifier(config: &Config) -> Result<(Verifier, Option<DevIssuer>), StartE
     }
     if let (Some(path), Some(issuer)) = (&config.jwks_file, &config.jwt_issuer) {
         verifier.add_jwks_file(&settings, path, issuer)?;
+    }
+    if let (Some(url), Some(issuer)) = (&config.jwks_url, &config.jwt_issuer) {
+        let failed = |source| StartError::Jwks {
+            url: url.clone(),
+            source,
+        };
+        let fetcher = HttpsFetcher::new(url, config.jwks_ca_file.as_deref()).map_err(failed)?;
+        let remote = RemoteJwks::start(
+            Box::new(fetcher),
+            RemoteSettings {
+                verifier: settings.clone(),
+                issuer: issuer.clone(),
+                refetch_min_interval: config.jwks_refetch_min_interval,
+                fetch_timeout: config.jwks_fetch_timeout,
+            },
+        )
+        .await
+        .map_err(failed)?;
+        tracing::info!(%url, kids = ?remote.kids(), "JWKS fetched");
+        verifier.set_remote(remote);
     }
     let dev = match config.mode {
         Mode::Dev => {
@@ -181,9 +215,17 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         &files,
         Arc::new(config.tls_mode.provider()),
     )?);
-    let tls_config = tls::server_config(certs.clone(), config.tls_mode)?;
+    let clients = match &config.tls_client_ca_file {
+        Some(ca_file) => Some(crate::mtls::client_verifier(
+            ca_file,
+            config.mtls,
+            certs.provider(),
+        )?),
+        None => None,
+    };
+    let tls_config = tls::server_config(certs.clone(), config.tls_mode, clients)?;
     let fingerprint = certs.fingerprint();
-    let (verifier, dev) = verifier(config)?;
+    let (verifier, dev) = verifier(config).await?;
     let policy = match &config.policy_file {
         Some(path) => crate::policy::Policy::load(path)?,
         None => crate::policy::Policy::built_in()?,
@@ -215,6 +257,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         body_bytes_max: config.body_bytes_max,
         cors_origins: config.cors_origins.clone(),
     });
+    let cert_tenants = crate::mtls::CertTenants::new(config.mtls_tenants.iter().cloned());
     let key = match config.internal_key_path() {
         Some(path) => Some(InternalKey::load_or_generate(
             &path,
@@ -222,6 +265,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         )?),
         None => None,
     };
+    let remote_keys = verifier.remote().cloned();
     let (app, ledger) = match (&config.upstream, key) {
         (Some(upstream), Some(key)) => {
             let settings = crate::proxy::UpstreamSettings {
@@ -241,6 +285,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 &settings,
                 verifier,
                 policy,
+                cert_tenants,
                 key,
                 draining.clone(),
                 config.body_bytes_max,
@@ -262,6 +307,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 ledger: ledger.clone(),
                 verifier,
                 internal: key.filter(|_| config.role == Role::Ledger),
+                cert_tenants,
                 draining: draining.clone(),
                 body_bytes_max: config.body_bytes_max,
                 policy,
@@ -286,6 +332,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         _ => (None, None),
     };
     let reloader = tokio::spawn(reload_certs(certs, config.tls_reload, stopped.clone()));
+    let jwks_refresher =
+        remote_keys.map(|remote| tokio::spawn(remote.run(config.jwks_refresh, stopped.clone())));
     let grace = config.shutdown_grace;
     let task = tokio::spawn(async move {
         accept_loop(
@@ -302,6 +350,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             ledger.shutdown().await;
         }
         let _ = reloader.await;
+        if let Some(refresher) = jwks_refresher {
+            let _ = refresher.await;
+        }
         if let Some(metrics) = metrics_task {
             let _ = metrics.await;
         }
@@ -369,12 +420,7 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = app
-            .clone()
-            .map_request(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
+        let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -384,6 +430,21 @@ async fn accept_loop(
                 Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
+            // The verified client certificate, if any: the connection's identity beside the
+            // token, for every request on it (`crate::mtls::check`).
+            let client_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(<[_]>::first)
+                .map(|der| ClientCert::from_der(der));
+            let service = app.map_request(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                if let Some(cert) = &client_cert {
+                    req.extensions_mut().insert(cert.clone());
+                }
+                req
+            });
             let conn = builder.serve_connection_with_upgrades(
                 TokioIo::new(tls),
                 TowerToHyperService::new(service),

@@ -212,6 +212,11 @@ pub struct CertStore {
 }
 
 impl CertStore {
+    /// The crypto provider (the TLS mode's suites).
+    pub fn provider(&self) -> Arc<CryptoProvider> {
+        self.provider.clone()
+    }
+
     /// Loads the pair in `files`.
     pub fn open(files: &CertFiles, provider: Arc<CryptoProvider>) -> Result<CertStore, TlsError> {
         let stamp = stamp(files);
@@ -296,13 +301,21 @@ fn load_pair(files: &CertFiles, provider: &CryptoProvider) -> Result<Arc<Certifi
 }
 
 /// The rustls server configuration: the mode's versions and suites, the certificate `store`
-/// serves, ALPN h2 then http/1.1.
-pub fn server_config(store: Arc<CertStore>, mode: TlsMode) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(store.provider.clone())
+/// serves, ALPN h2 then http/1.1, and client certificates verified by `clients` when given
+/// (`crate::mtls::client_verifier`), else none asked for.
+pub fn server_config(
+    store: Arc<CertStore>,
+    mode: TlsMode,
+    clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(store.provider.clone())
         .with_protocol_versions(mode.versions())
-        .map_err(|e| TlsError::Setup(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(store);
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -327,7 +340,7 @@ mod tests {
         );
         let store =
             CertStore::open(&files, Arc::new(TlsMode::Intermediate.provider())).expect("store");
-        let config = server_config(Arc::new(store), TlsMode::Intermediate).expect("config");
+        let config = server_config(Arc::new(store), TlsMode::Intermediate, None).expect("config");
         assert_eq!(
             config.alpn_protocols,
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]

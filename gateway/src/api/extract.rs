@@ -26,6 +26,7 @@ use super::AppState;
 use super::problem::{ApiError, ProblemKind};
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::internal::{Bound, IDENTITY_HEADER};
+use crate::mtls::{CertTenants, ClientCert};
 use crate::policy::Policy;
 
 /// A scope a route requires.
@@ -59,7 +60,7 @@ impl<S: Scope> FromRequestParts<Arc<AppState>> for Auth<S> {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let identity = verified(parts, state)?;
+        let identity = verified(parts, state).await?;
         authorize(parts, &identity, &state.policy, Some(S::NAME))?;
         Ok(Auth(identity, PhantomData))
     }
@@ -95,9 +96,9 @@ pub(crate) fn authorize(
 /// The identity the request proves: the gateway's internal assertion when this process is a
 /// ledger run alone (`strongroom ledger`: bearer tokens are not even looked at), else the
 /// bearer token.
-pub(crate) fn verified(parts: &Parts, state: &AppState) -> Result<Arc<Identity>, ApiError> {
+pub(crate) async fn verified(parts: &Parts, state: &AppState) -> Result<Arc<Identity>, ApiError> {
     let Some(key) = &state.internal else {
-        return bearer_identity(&parts.headers, &state.verifier);
+        return bearer_identity(parts, &state.verifier, &state.cert_tenants).await;
     };
     let value = parts
         .headers
@@ -121,14 +122,21 @@ pub(crate) fn verified(parts: &Parts, state: &AppState) -> Result<Arc<Identity>,
     Ok(Arc::new(identity))
 }
 
-/// The identity a request's bearer token proves.
-pub(crate) fn bearer_identity(
-    headers: &HeaderMap,
+/// The identity the request's bearer token proves, checked against the connection's client
+/// certificate (if any; `crate::mtls::check`) on every request, cached token or not. A token
+/// naming an unknown key may wait for a (rate-bounded) fetch of the identity provider's keys.
+pub(crate) async fn bearer_identity(
+    parts: &Parts,
     verifier: &Verifier,
+    cert_tenants: &CertTenants,
 ) -> Result<Arc<Identity>, ApiError> {
-    let token = bearer(headers)?;
-    let identity = verifier.verify(token).inspect_err(|e| {
+    let token = bearer(&parts.headers)?;
+    let identity = verifier.verify_refreshing(token).await.inspect_err(|e| {
         tracing::info!(reason = %e, "token refused");
+    })?;
+    let cert = parts.extensions.get::<ClientCert>();
+    crate::mtls::check(&identity, cert, cert_tenants).inspect_err(|e| {
+        tracing::info!(reason = %e, tenant = identity.tenant.as_str(), "client certificate refused");
     })?;
     tracing::Span::current().record("tenant", identity.tenant.as_str());
     Ok(identity)

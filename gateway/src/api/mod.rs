@@ -64,6 +64,8 @@ pub struct AppState {
     pub body_bytes_max: usize,
     /// Who may call which route.
     pub policy: crate::policy::Policy,
+    /// Tenants whose requests need a client certificate (`mtls_tenants`).
+    pub cert_tenants: crate::mtls::CertTenants,
 }
 
 /// What the outermost layer (`edge`) needs, in every role.

@@ -79,6 +79,8 @@ problem_kinds! {
     IdempotencyKeyReused => (UNPROCESSABLE_ENTITY, "idempotency-key-reused", "The Idempotency-Key was used for a different request"),
     Unauthorized => (UNAUTHORIZED, "unauthorized", "A valid bearer token is required"),
     InsufficientScope => (FORBIDDEN, "insufficient-scope", "The token lacks the scope this route needs"),
+    CertificateTenant => (FORBIDDEN, "certificate-tenant", "The client certificate does not belong to the token's tenant"),
+    CertificateRequired => (FORBIDDEN, "certificate-required", "This tenant must present a client certificate"),
     NotFound => (NOT_FOUND, "not-found", "No such resource"),
     MethodNotAllowed => (METHOD_NOT_ALLOWED, "method-not-allowed", "The route does not take this method"),
     SameAccount => (UNPROCESSABLE_ENTITY, "same-account", "A transfer cannot debit and credit the same account"),
@@ -249,6 +251,24 @@ impl From<AuthError> for ApiError {
             ),
         };
         ApiError::new(ProblemKind::Unauthorized, e.to_string()).challenge(challenge)
+    }
+}
+
+impl From<crate::mtls::Refusal> for ApiError {
+    fn from(r: crate::mtls::Refusal) -> ApiError {
+        use crate::mtls::Refusal;
+        match r {
+            // RFC 8705 section 3: a token used without its certificate is an invalid token.
+            Refusal::NotBound => {
+                ApiError::new(ProblemKind::Unauthorized, r.to_string()).challenge(format!(
+                    r#"Bearer realm="strongroom", error="invalid_token", error_description="{r}""#
+                ))
+            }
+            Refusal::TenantMismatch => ApiError::new(ProblemKind::CertificateTenant, r.to_string()),
+            Refusal::CertificateRequired => {
+                ApiError::new(ProblemKind::CertificateRequired, r.to_string())
+            }
+        }
     }
 }
 

@@ -10,10 +10,13 @@
 //! that certificate only (`tls_certs_only`), so every test also proves the TLS setup.
 //!
 //! Submodules: [`process`] (the spawned program), [`tokens`] (good and bad tokens), [`http`]
-//! (clients, requests, answers, and domain helpers).
+//! (clients, requests, answers, and domain helpers), [`idp`] (an identity provider serving
+//! its JWKS over HTTPS), [`pki`] (a CA with server and client certificates).
 
 mod faulty;
 mod http;
+pub mod idp;
+pub mod pki;
 mod process;
 pub mod raw_tls;
 mod tokens;

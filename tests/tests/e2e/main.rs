@@ -12,8 +12,12 @@
 //! - [`tenancy`]: one tenant cannot see or touch another's data.
 //! - [`idempotency`]: replays, and concurrent requests with one key.
 //! - [`auth`]: every kind of bad token is refused.
+//! - [`jwks`]: keys from the identity provider's URL over real HTTPS: rotation, a bounded
+//!   refetch rate under unknown `kid`s, an unreachable or misbehaving provider.
 //! - [`policy`]: the route policy file: a route it leaves out stops the start; a stricter rule
 //!   and the roles it defines are enforced.
+//! - [`mtls`]: client certificates (`required` and `optional`), certificate-bound tokens
+//!   (RFC 8705), a certificate's tenant against the token's.
 //! - [`tls`]: protocol versions per mode, RSA and ECDSA certificates, a certificate replaced
 //!   while the server runs.
 //! - [`hostile`]: security headers on every answer; header floods, slow clients and more
@@ -46,9 +50,11 @@ mod dynamodb;
 mod harness;
 mod hostile;
 mod idempotency;
+mod jwks;
 mod ledger_rules;
 mod logs;
 mod metrics;
+mod mtls;
 mod openapi;
 mod policy;
 mod robustness;

@@ -200,6 +200,17 @@ impl Reply {
 impl Api {
     /// A client trusting only `cert_pem`.
     pub fn new(url: &str, cert_pem: &[u8], protocol: Protocol) -> Api {
+        Api::with_identity(url, cert_pem, protocol, None)
+    }
+
+    /// A client trusting only `cert_pem` that presents the client certificate and key in
+    /// `identity_pem` (one PEM, certificate first) when given.
+    pub fn with_identity(
+        url: &str,
+        cert_pem: &[u8],
+        protocol: Protocol,
+        identity_pem: Option<&[u8]>,
+    ) -> Api {
         let cert = reqwest::Certificate::from_pem(cert_pem).unwrap();
         let mut builder = reqwest::Client::builder()
             .tls_certs_only([cert])
@@ -208,6 +219,9 @@ impl Api {
             .timeout(Duration::from_secs(60));
         if protocol == Protocol::Http1 {
             builder = builder.http1_only();
+        }
+        if let Some(pem) = identity_pem {
+            builder = builder.identity(reqwest::Identity::from_pem(pem).unwrap());
         }
         Api {
             http: builder.build().unwrap(),

@@ -96,6 +96,14 @@ impl Tokens {
         self.sign(&Tokens::claims(tenant, scopes))
     }
 
+    /// A valid token bound (RFC 8705 `cnf.x5t#S256`) to the client certificate whose
+    /// thumbprint this is.
+    pub fn mint_bound(&self, tenant: &str, scopes: &[&str], thumbprint: &str) -> String {
+        let mut claims = claims_json(&Tokens::claims(tenant, scopes));
+        claims["cnf"] = json!({ "x5t#S256": thumbprint });
+        self.issuer().sign(&claims).unwrap()
+    }
+
     /// Signs any claims with the instance's key.
     pub fn sign(&self, claims: &DevClaims) -> String {
         self.issuer().sign(claims).unwrap()
