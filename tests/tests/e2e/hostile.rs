@@ -2,7 +2,8 @@
 //! only configured origins; header floods get
 //! 431; a client that never finishes its request head is cut off; requests beyond
 //! `concurrency_max` are shed with a 503 problem and `Retry-After` while health checks still
-//! answer. Each through real TLS, and the server serves normally afterwards.
+//! answer; an HTTP/2 reset flood loses its connection. Each through real TLS, and the server
+//! serves normally afterwards.
 
 use std::time::{Duration, Instant};
 
@@ -242,5 +243,87 @@ async fn cors_answers_only_the_configured_origins() {
         read.expect(200);
         assert_eq!(read.header("access-control-allow-origin"), None, "{origin}");
     }
+    instance.stop().await;
+}
+
+/// HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and resets them before the
+/// server has taken them up gets its connection closed with `ENHANCE_YOUR_CALM` once it passes
+/// `H2_PENDING_RESETS_MAX`; other clients are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_reset_flood_closes_the_connection() {
+    let instance = Instance::start().await;
+    let tls = raw_tls::connect(
+        &instance.url,
+        &instance.cert_pem,
+        rustls::DEFAULT_VERSIONS,
+        &[b"h2"],
+    )
+    .await
+    .unwrap();
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let token = instance.tokens.mint("acme", READ_WRITE);
+    // Bursts of streams reset at once, with a pause after each for the server's answer to
+    // arrive (else the client may meet the closed socket before it reads the GOAWAY).
+    let burst = 2 * gateway::server::H2_PENDING_RESETS_MAX;
+    let bursts_max = 50;
+    let mut reset = 0;
+    'flood: for _ in 0..bursts_max {
+        for _ in 0..burst {
+            let Ok(ready) = client.clone().ready().await else {
+                break 'flood;
+            };
+            client = ready;
+            let req = hyper::Request::get(format!("{}/v1/accounts", instance.url))
+                .header("authorization", format!("Bearer {token}"))
+                .body(())
+                .unwrap();
+            let Ok((_response, mut stream)) = client.send_request(req, false) else {
+                break 'flood;
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+            reset += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if connection.is_finished() {
+            break;
+        }
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the server closes a flooding connection")
+        .unwrap();
+    let error = ended.expect_err("closed with an error, not a clean end");
+    // The server's GOAWAY, or (when the client was still writing as it arrived) the closed
+    // socket behind it.
+    assert!(
+        error.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) || error.is_io(),
+        "{error} after {reset} resets"
+    );
+    assert!(reset < burst * bursts_max, "cut off before the flood ended");
+    // The same number of streams, each answered before the next: served on one connection.
+    let tls = raw_tls::connect(
+        &instance.url,
+        &instance.cert_pem,
+        rustls::DEFAULT_VERSIONS,
+        &[b"h2"],
+    )
+    .await
+    .unwrap();
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    for _ in 0..reset {
+        client = client.ready().await.unwrap();
+        let req = hyper::Request::get(format!("{}/health/live", instance.url))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(req, true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+    }
+    assert!(
+        !connection.is_finished(),
+        "a polite client keeps its connection"
+    );
+    instance.api("acme").get("/v1/accounts").await.expect(200);
     instance.stop().await;
 }
