@@ -1,7 +1,7 @@
 //! Strongroom's gateway: the process that partners talk to.
 //!
-//! It terminates TLS ([`tls`]), verifies bearer tokens ([`auth`]), checks and converts every
-//! request ([`api`]), and calls the ledger in the same process. It owns the wire format (the
+//! It terminates TLS ([`tls`]), verifies bearer tokens ([`auth`]), limits request rates per
+//! client address and per tenant ([`ratelimit`]), checks and converts every request ([`api`]), and calls the ledger in the same process. It owns the wire format (the
 //! ledger has no idea what HTTP is), the configuration ([`config`]) and the `strongroom` command
 //! ([`cli`]).
 
@@ -14,5 +14,6 @@ pub mod config;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod ratelimit;
 pub mod server;
 pub mod tls;

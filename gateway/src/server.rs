@@ -31,6 +31,7 @@ use tower::ServiceExt;
 use crate::api::{AppState, router};
 use crate::auth::{DevIssuer, Verifier, VerifierSettings};
 use crate::config::{Config, Mode, StoreChoice};
+use crate::ratelimit::RateLimits;
 use crate::tls::{self, CertFiles};
 
 /// Longest TLS handshake allowed.
@@ -203,6 +204,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             hold_sweep_interval: Some(config.hold_sweep_interval),
         },
     );
+    let rate_limits = Arc::new(RateLimits::new(&config.rate));
     let state = Arc::new(AppState {
         ledger: ledger.clone(),
         verifier,
@@ -211,6 +213,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         body_bytes_max: config.body_bytes_max,
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
         policy,
+        rate_limits: rate_limits.clone(),
     });
     let limits = ConnLimits {
         header_read_timeout: config.header_read_timeout,
@@ -230,6 +233,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         None => (None, None),
     };
     let reloader = tokio::spawn(reload_certs(certs, config.tls_reload, stopped.clone()));
+    let sweeper = tokio::spawn(crate::ratelimit::sweep(rate_limits, stopped.clone()));
     let grace = config.shutdown_grace;
     let task = tokio::spawn(async move {
         accept_loop(
@@ -244,6 +248,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         .await;
         ledger.shutdown().await;
         let _ = reloader.await;
+        let _ = sweeper.await;
         if let Some(metrics) = metrics_task {
             let _ = metrics.await;
         }

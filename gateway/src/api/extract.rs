@@ -80,13 +80,22 @@ impl<S: Scope> FromRequestParts<Arc<AppState>> for Auth<S> {
     }
 }
 
-/// The identity the request's bearer token proves.
+/// The identity the request's bearer token proves, counted against its tenant's rate limit
+/// (429 `rate-limited` when over it).
 pub(crate) fn verified(headers: &HeaderMap, state: &AppState) -> Result<Arc<Identity>, ApiError> {
     let token = bearer(headers)?;
     let identity = state.verifier.verify(token).inspect_err(|e| {
         tracing::info!(reason = %e, "token refused");
     })?;
     tracing::Span::current().record("tenant", identity.tenant.as_str());
+    // The tenant's budget, right after the token proved who is asking and before anything
+    // else is read: a refused request does nothing.
+    if let Some(standing) = state.rate_limits.check_tenant(&identity.tenant) {
+        crate::ratelimit::record_tenant(standing);
+        if standing.refused() {
+            return Err(crate::ratelimit::refusal(&standing));
+        }
+    }
     Ok(identity)
 }
 
