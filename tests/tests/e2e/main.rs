@@ -14,6 +14,9 @@
 //! - [`auth`]: every kind of bad token is refused.
 //! - [`policy`]: the route policy file: a route it leaves out stops the start; a stricter rule
 //!   and the roles it defines are enforced.
+//! - [`ratelimit`]: per-tenant limits and tiers, the per-address limit before authentication
+//!   (bad-token floods, `X-Forwarded-For` from trusted proxies only), the `RateLimit` fields,
+//!   and refused requests that change nothing.
 //! - [`tls`]: protocol versions per mode, RSA and ECDSA certificates, a certificate replaced
 //!   while the server runs.
 //! - [`hostile`]: security headers on every answer; header floods, slow clients and more
@@ -49,6 +52,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod policy;
+mod ratelimit;
 mod robustness;
 mod shutdown;
 mod tenancy;
