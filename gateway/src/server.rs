@@ -158,6 +158,16 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     })
 }
 
+/// Where the daily quotas are counted: in the DynamoDB table every task shares, or in memory
+/// when this process is the only one (SQLite).
+async fn quota_counters(config: &Config) -> Result<crate::ratelimit::quota::Counters, StartError> {
+    use crate::ratelimit::quota::Counters;
+    Ok(match &config.store {
+        StoreChoice::Sqlite => Counters::memory(),
+        StoreChoice::Dynamodb(settings) => Counters::Dynamo(DynamoStore::connect(settings).await?),
+    })
+}
+
 /// Starts the server; returns once it listens.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let io = |context: String| move |source| StartError::Io { context, source };
@@ -233,6 +243,18 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         None => (None, None),
     };
     let reloader = tokio::spawn(reload_certs(certs, config.tls_reload, stopped.clone()));
+    let quota_flusher = match rate_limits.daily() {
+        Some(daily) => {
+            let counters = quota_counters(config).await?;
+            Some(tokio::spawn(crate::ratelimit::quota::flush_loop(
+                daily,
+                counters,
+                config.rate.quota_flush,
+                stopped.clone(),
+            )))
+        }
+        None => None,
+    };
     let sweeper = tokio::spawn(crate::ratelimit::sweep(rate_limits, stopped.clone()));
     let grace = config.shutdown_grace;
     let task = tokio::spawn(async move {
@@ -249,6 +271,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         ledger.shutdown().await;
         let _ = reloader.await;
         let _ = sweeper.await;
+        if let Some(flusher) = quota_flusher {
+            let _ = flusher.await;
+        }
         if let Some(metrics) = metrics_task {
             let _ = metrics.await;
         }

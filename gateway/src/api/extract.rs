@@ -88,14 +88,9 @@ pub(crate) fn verified(headers: &HeaderMap, state: &AppState) -> Result<Arc<Iden
         tracing::info!(reason = %e, "token refused");
     })?;
     tracing::Span::current().record("tenant", identity.tenant.as_str());
-    // The tenant's budget, right after the token proved who is asking and before anything
-    // else is read: a refused request does nothing.
-    if let Some(standing) = state.rate_limits.check_tenant(&identity.tenant) {
-        crate::ratelimit::record_tenant(standing);
-        if standing.refused() {
-            return Err(crate::ratelimit::refusal(&standing));
-        }
-    }
+    // The tenant's budget and daily quota, right after the token proved who is asking and
+    // before anything else is read: a refused request does nothing.
+    state.rate_limits.admit_tenant(&identity.tenant)?;
     Ok(identity)
 }
 

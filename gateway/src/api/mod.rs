@@ -266,7 +266,7 @@ async fn edge(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
         .instrument(span.clone())
         .await;
     let headers = response.headers_mut();
-    let standings: Vec<Standing> = ip.into_iter().chain(tenant).collect();
+    let standings: Vec<Standing> = ip.into_iter().chain(tenant.into_iter().flatten()).collect();
     ratelimit::fields::write(headers, &standings);
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, value);

@@ -31,6 +31,7 @@
 
 pub mod client_ip;
 pub mod fields;
+pub mod quota;
 pub mod settings;
 pub mod store;
 
@@ -57,6 +58,8 @@ use crate::api::problem::{ApiError, ProblemKind};
 pub const POLICY_IP: &str = "ip";
 /// The name of the per-tenant policy in the `RateLimit` fields.
 pub const POLICY_TENANT: &str = "tenant";
+/// The name of the daily quota per tenant in the `RateLimit` fields.
+pub const POLICY_TENANT_DAY: &str = "tenant-day";
 /// How often idle keys are dropped from the limiters.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -183,6 +186,8 @@ pub struct RateLimits<C: Clock = DefaultClock> {
     tier_of: HashMap<TenantId, usize>,
     default_tier: Option<usize>,
     trusted_proxies: TrustedProxies,
+    /// The daily quota per tenant, shared by every task; flushed by [`quota::flush_loop`].
+    daily: Option<Arc<quota::DailyQuota>>,
 }
 
 impl RateLimits {
@@ -220,7 +225,66 @@ impl<C: Clock + Clone> RateLimits<C> {
             tier_of,
             default_tier,
             trusted_proxies: config.trusted_proxies.clone(),
+            daily: config.quota_day.map(|q| {
+                Arc::new(quota::DailyQuota::new(
+                    u64::from(q.get()),
+                    config.quota_batch_max,
+                    keys_max,
+                ))
+            }),
         }
+    }
+
+    /// Counts a verified request of `tenant` against its rate, then (when the rate let it
+    /// through) its daily quota; records the standings for the answer's fields ([`scope`]);
+    /// refuses with 429 `rate-limited` when over either.
+    pub fn admit_tenant(&self, tenant: &TenantId) -> Result<(), ApiError> {
+        let checks: [&dyn Fn() -> Option<Standing>; 2] =
+            [&|| self.check_tenant(tenant), &|| self.check_daily(tenant)];
+        for check in checks {
+            if let Some(standing) = check() {
+                record_tenant(standing);
+                if standing.refused() {
+                    return Err(refusal(&standing));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The daily quota, when one is configured (for its flush loop).
+    pub fn daily(&self) -> Option<Arc<quota::DailyQuota>> {
+        self.daily.clone()
+    }
+
+    /// Counts a request of `tenant` against the daily quota; `None` when there is none.
+    pub fn check_daily(&self, tenant: &TenantId) -> Option<Standing> {
+        let daily = self.daily.as_ref()?;
+        let quota = daily.quota();
+        let rate = Rate {
+            quota: std::num::NonZeroU32::new(u32::try_from(quota).unwrap_or(u32::MAX))?,
+            window_s: u32::try_from(quota::DAY_S).unwrap_or(u32::MAX),
+        };
+        let midnight_s = u32::try_from(quota::until_midnight_s()).unwrap_or(u32::MAX);
+        let refused = |retry_after_s| Standing {
+            policy: POLICY_TENANT_DAY,
+            rate,
+            remaining: 0,
+            reset_s: midnight_s,
+            retry_after_s: Some(retry_after_s),
+        };
+        Some(match daily.admit(tenant, quota::today()) {
+            quota::Admission::Admitted { remaining } => Standing {
+                policy: POLICY_TENANT_DAY,
+                rate,
+                remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+                reset_s: midnight_s,
+                retry_after_s: None,
+            },
+            quota::Admission::Exhausted => refused(midnight_s),
+            // The next flush is under way: a second is plenty.
+            quota::Admission::Unflushed | quota::Admission::Full => refused(1),
+        })
     }
 
     /// Counts a request from `peer` (when known) with these headers against the per-address
@@ -273,22 +337,31 @@ pub fn refusal(standing: &Standing) -> ApiError {
     .retry_after(standing.retry_after_s.unwrap_or(1))
 }
 
+/// The tenant's standings a request can have: its rate and its daily quota.
+pub type TenantStandings = [Option<Standing>; 2];
+
 tokio::task_local! {
-    /// The tenant's standing, recorded by the extractor that verified the token, for the edge
+    /// The tenant's standings, recorded by the extractor that verified the token, for the edge
     /// to write into the answer's fields.
-    static TENANT_STANDING: Cell<Option<Standing>>;
+    static TENANT_STANDING: Cell<TenantStandings>;
 }
 
-/// Records the tenant's standing for the current request (no-op outside [`scope`]).
+/// Records one of the tenant's standings for the current request (no-op outside [`scope`];
+/// beyond two, the last is replaced).
 pub fn record_tenant(standing: Standing) {
-    let _ = TENANT_STANDING.try_with(|cell| cell.set(Some(standing)));
+    let _ = TENANT_STANDING.try_with(|cell| {
+        let mut standings = cell.get();
+        let slot = standings.iter().position(Option::is_none).unwrap_or(1);
+        standings[slot] = Some(standing);
+        cell.set(standings);
+    });
 }
 
 /// Runs a request's work where [`record_tenant`] can record; returns its output and the
-/// tenant's standing, if one was recorded.
-pub async fn scope<F: Future>(work: F) -> (F::Output, Option<Standing>) {
+/// tenant's standings recorded.
+pub async fn scope<F: Future>(work: F) -> (F::Output, TenantStandings) {
     TENANT_STANDING
-        .scope(Cell::new(None), async move {
+        .scope(Cell::new([None, None]), async move {
             let output = work.await;
             (output, TENANT_STANDING.with(Cell::get))
         })
@@ -449,8 +522,8 @@ mod tests {
             7
         })
         .await;
-        assert_eq!((output, recorded), (7, Some(standing)));
-        assert_eq!(scope(async { 1 }).await, (1, None));
+        assert_eq!((output, recorded), (7, [Some(standing), None]));
+        assert_eq!(scope(async { 1 }).await, (1, [None, None]));
         // Outside a scope, recording does nothing (and does not panic).
         record_tenant(standing);
     }

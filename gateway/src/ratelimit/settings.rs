@@ -8,6 +8,9 @@
 //! | `rate_tenant_tier_of` | none | tenants' tiers: `acme=gold,globex=silver` |
 //! | `trusted_proxies` | none | CIDRs or addresses whose `X-Forwarded-For` is believed |
 //! | `rate_keys_max` | [`DEFAULT_RATE_KEYS_MAX`] | most keys each limiter tracks |
+//! | `quota_tenant_day` | `off` | requests per tenant per UTC day, across all tasks ([`super::quota`]) |
+//! | `quota_flush_ms` | [`DEFAULT_QUOTA_FLUSH_MS`] | how often a task adds its counts to the shared ones |
+//! | `quota_batch_max` | [`DEFAULT_QUOTA_BATCH_MAX`] | most requests of a tenant a task admits between flushes |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,6 +37,12 @@ pub const RATE_TIER_NAME_LEN_MAX: usize = 32;
 pub const DEFAULT_RATE_KEYS_MAX: usize = 100_000;
 /// Largest `rate_keys_max`.
 pub const RATE_KEYS_MAX_MAX: usize = 10_000_000;
+
+/// Default interval of the daily-quota flush, in milliseconds.
+pub const DEFAULT_QUOTA_FLUSH_MS: u64 = 1_000;
+/// Default bound on a tenant's requests a task admits between two flushes (the `B` of the
+/// error bound in [`super::quota`]).
+pub const DEFAULT_QUOTA_BATCH_MAX: u64 = 1_000;
 
 /// A quota of requests refilled evenly over a window: `quota` at once at most, then one per
 /// `window / quota`. Written `100/1s`, `100/s`, `6000/10m`, `5000/1h`, `100000/1d`.
@@ -116,6 +125,12 @@ pub struct RateLimitConfig {
     pub trusted_proxies: TrustedProxies,
     /// Most keys each limiter tracks.
     pub keys_max: usize,
+    /// Requests per tenant per UTC day across all tasks; off when `None`.
+    pub quota_day: Option<NonZeroU32>,
+    /// How often a task adds its counts to the shared counters.
+    pub quota_flush: Duration,
+    /// Most requests of one tenant a task admits between two flushes.
+    pub quota_batch_max: u64,
 }
 
 /// Setting names, for [`crate::config::SETTINGS`].
@@ -126,6 +141,9 @@ pub const RATE_SETTINGS: &[&str] = &[
     "rate_tenant_tier_of",
     "trusted_proxies",
     "rate_keys_max",
+    "quota_tenant_day",
+    "quota_flush_ms",
+    "quota_batch_max",
 ];
 
 impl RateLimitConfig {
@@ -156,6 +174,27 @@ impl RateLimitConfig {
                 parse(source, "rate_keys_max", DEFAULT_RATE_KEYS_MAX)?,
                 1,
                 RATE_KEYS_MAX_MAX,
+            )?,
+            quota_day: match source.get("quota_tenant_day").as_deref().map(str::trim) {
+                None | Some("" | "off") => None,
+                Some(_) => NonZeroU32::new(bounded(
+                    "quota_tenant_day",
+                    parse(source, "quota_tenant_day", 1u32)?,
+                    1,
+                    RATE_QUOTA_MAX,
+                )?),
+            },
+            quota_flush: Duration::from_millis(bounded(
+                "quota_flush_ms",
+                parse(source, "quota_flush_ms", DEFAULT_QUOTA_FLUSH_MS)?,
+                10,
+                60_000,
+            )?),
+            quota_batch_max: bounded(
+                "quota_batch_max",
+                parse(source, "quota_batch_max", DEFAULT_QUOTA_BATCH_MAX)?,
+                1,
+                super::quota::QUOTA_BATCH_MAX_MAX,
             )?,
         })
     }
@@ -240,7 +279,13 @@ impl fmt::Display for RateLimitConfig {
         )?;
         writeln!(f, "rate_tenant_tier_of = ({} tenants)", self.tier_of.len())?;
         writeln!(f, "trusted_proxies = {}", self.trusted_proxies)?;
-        write!(f, "rate_keys_max = {}", self.keys_max)
+        writeln!(f, "rate_keys_max = {}", self.keys_max)?;
+        match self.quota_day {
+            Some(q) => writeln!(f, "quota_tenant_day = {q}")?,
+            None => writeln!(f, "quota_tenant_day = off")?,
+        }
+        writeln!(f, "quota_flush_ms = {}", self.quota_flush.as_millis())?;
+        write!(f, "quota_batch_max = {}", self.quota_batch_max)
     }
 }
 
@@ -306,7 +351,11 @@ mod tests {
         assert_eq!(c.tenant, None);
         assert!(c.tiers.is_empty() && c.tier_of.is_empty() && c.trusted_proxies.is_empty());
         assert_eq!(c.keys_max, DEFAULT_RATE_KEYS_MAX);
+        assert_eq!(c.quota_day, None);
+        assert_eq!(c.quota_flush, Duration::from_millis(DEFAULT_QUOTA_FLUSH_MS));
+        assert_eq!(c.quota_batch_max, DEFAULT_QUOTA_BATCH_MAX);
         let text = c.to_string();
+        assert!(text.contains("quota_tenant_day = off"), "{text}");
         assert!(text.contains("rate_ip = off"), "{text}");
         assert!(text.contains("rate_tenant = off"), "{text}");
     }
@@ -320,12 +369,18 @@ mod tests {
             ("rate_tenant_tier_of", "acme=gold,globex=silver"),
             ("trusted_proxies", "10.0.0.0/16"),
             ("rate_keys_max", "5"),
+            ("quota_tenant_day", "1000000"),
+            ("quota_flush_ms", "250"),
+            ("quota_batch_max", "50"),
         ])
         .expect("config");
         assert_eq!(c.tiers.len(), 2);
         let acme = TenantId::new("acme").expect("id");
         assert_eq!(c.tier_of.get(&acme).map(String::as_str), Some("gold"));
         assert_eq!(c.keys_max, 5);
+        assert_eq!(c.quota_day.map(NonZeroU32::get), Some(1_000_000));
+        assert_eq!(c.quota_flush, Duration::from_millis(250));
+        assert_eq!(c.quota_batch_max, 50);
         let text = c.to_string();
         assert!(
             text.contains("rate_tenant_tiers = gold=1000/1s,silver=100/60s"),
@@ -366,6 +421,10 @@ mod tests {
         );
         check(&[("trusted_proxies", "10.0.0.0/99")], "trusted_proxies");
         check(&[("rate_keys_max", "0")], "rate_keys_max");
+        check(&[("quota_tenant_day", "0")], "quota_tenant_day");
+        check(&[("quota_tenant_day", "lots")], "quota_tenant_day");
+        check(&[("quota_flush_ms", "5")], "quota_flush_ms");
+        check(&[("quota_batch_max", "0")], "quota_batch_max");
         let many: Vec<String> = (0..=RATE_TIERS_MAX).map(|i| format!("t{i}=1/s")).collect();
         check(&[("rate_tenant_tiers", &many.join(","))], "at most");
         let most: Vec<String> = (0..RATE_TIERS_MAX).map(|i| format!("t{i}=1/s")).collect();

@@ -3,12 +3,17 @@
 //! looking at them; `X-Forwarded-For` counts only from a trusted proxy), the IETF `RateLimit`
 //! fields on answers, and refused requests that change nothing.
 //!
-//! Quotas are small and windows long (an hour): a budget spent in a test stays spent, however
-//! slowly the machine runs.
+//! Daily quotas per tenant (one count for every task: in DynamoDB, with batched updates) are
+//! counted and refused, and two instances sharing a table stay within the documented bound.
+//!
+//! Quotas are small and windows long (an hour, a day): a budget spent in a test stays spent,
+//! however slowly the machine runs.
 
 use serde_json::json;
 
-use crate::harness::{BadToken, Instance, Reply, Req, unique_key};
+use std::time::Duration;
+
+use crate::harness::{BadToken, Instance, Reply, Req, dynamodb_settings, unique_key};
 
 /// `RateLimit-Policy` and `RateLimit` of an answer.
 fn fields(reply: &Reply) -> (Option<&str>, Option<&str>) {
@@ -181,4 +186,82 @@ async fn refused_requests_change_nothing() {
     // Without limits, answers carry no fields.
     assert_eq!(fields(&again), (None, None));
     instance.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_quota_is_counted_and_refused_until_midnight() {
+    let instance =
+        Instance::start_with(&[("quota_tenant_day", "3"), ("rate_tenant", "100/1h")]).await;
+    let acme = instance.api("acme");
+    for left in [2, 1, 0] {
+        let reply = acme.get("/v1/accounts").await;
+        reply.expect(200);
+        let (policy, state) = fields(&reply);
+        assert_eq!(
+            policy,
+            Some(r#""tenant";q=100;w=3600, "tenant-day";q=3;w=86400"#)
+        );
+        let day = state.and_then(|s| s.split(", ").nth(1)).unwrap_or_default();
+        assert!(
+            day.starts_with(&format!(r#""tenant-day";r={left};t="#)),
+            "{state:?}"
+        );
+    }
+    let refused = acme.get("/v1/accounts").await;
+    refused.expect_problem(429, "rate-limited");
+    assert_eq!(refused.json["policy"], json!("tenant-day"));
+    // Retry after midnight (UTC), at most a day away.
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry), "{retry}");
+    // Another tenant's day is its own.
+    instance.api("globex").get("/v1/accounts").await.expect(200);
+    instance.stop().await;
+}
+
+/// Two instances on one DynamoDB table (moto), each counting locally and adding its counts
+/// every 20 ms or every 2 requests: together they admit the quota, and less than
+/// `quota + 2 · tasks · quota_batch_max`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_a_daily_quota_on_dynamodb_within_its_bound() {
+    const QUOTA: usize = 20;
+    const BATCH: usize = 2;
+    let shared = dynamodb_settings();
+    let mut settings: Vec<(&str, &str)> = shared.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    settings.extend([
+        ("quota_tenant_day", "20"),
+        ("quota_batch_max", "2"),
+        ("quota_flush_ms", "20"),
+    ]);
+    let a = Instance::start_with(&settings).await;
+    let b = Instance::start_with(&settings).await;
+    let apis = [a.api("acme"), b.api("acme")];
+    // Alternately, until the quota is reached and 20 more requests were refused or not.
+    let (mut admitted, mut after) = (0, 0);
+    for i in 0..1_000 {
+        if admitted >= QUOTA {
+            after += 1;
+            if after > 20 {
+                break;
+            }
+        }
+        let reply = apis[i % 2].get("/v1/accounts").await;
+        match reply.status {
+            200 => admitted += 1,
+            429 => assert_eq!(reply.json["policy"], json!("tenant-day"), "{}", reply.json),
+            other => panic!("unexpected {other}: {}", reply.json),
+        }
+    }
+    assert!(
+        (QUOTA..QUOTA + 2 * 2 * BATCH).contains(&admitted),
+        "admitted {admitted} of a quota of {QUOTA}"
+    );
+    // Once both flushed, both refuse.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for api in &apis {
+        let reply = api.get("/v1/accounts").await;
+        reply.expect_problem(429, "rate-limited");
+        assert!(reply.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    }
+    a.stop().await;
+    b.stop().await;
 }
