@@ -158,6 +158,25 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     })
 }
 
+/// Off by default (the right numbers depend on the deployment), rate limits are worth a word
+/// in production: none at all, or a per-address limit that would key every client by the load
+/// balancer's address.
+fn warn_about_rate_limits(config: &Config) {
+    if config.mode != Mode::Production {
+        return;
+    }
+    let rate = &config.rate;
+    if rate.ip.is_none() && rate.tenant.is_none() && rate.tiers.is_empty() {
+        tracing::warn!("no rate limits: set rate_ip, rate_tenant or rate_tenant_tiers");
+    }
+    if rate.ip.is_some() && rate.trusted_proxies.is_empty() {
+        tracing::warn!(
+            "rate_ip counts per TCP peer and trusted_proxies is empty: behind a load balancer, \
+             every client shares the balancer's budget"
+        );
+    }
+}
+
 /// Where the daily quotas are counted: in the DynamoDB table every task shares, or in memory
 /// when this process is the only one (SQLite).
 async fn quota_counters(config: &Config) -> Result<crate::ratelimit::quota::Counters, StartError> {
@@ -214,6 +233,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             hold_sweep_interval: Some(config.hold_sweep_interval),
         },
     );
+    warn_about_rate_limits(config);
     let rate_limits = Arc::new(RateLimits::new(&config.rate));
     let state = Arc::new(AppState {
         ledger: ledger.clone(),

@@ -305,6 +305,8 @@ fn cors(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util
                 name(IDEMPOTENT_REPLAYED),
                 header::RETRY_AFTER,
                 header::WWW_AUTHENTICATE,
+                ratelimit::fields::RATELIMIT,
+                ratelimit::fields::RATELIMIT_POLICY,
             ])
             .max_age(Duration::from_secs(600)),
     )

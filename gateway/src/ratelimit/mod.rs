@@ -12,12 +12,15 @@
 //! - `tenant` ([`RateLimits::check_tenant`], called once the token verified): the tenant's
 //!   tier from configuration (`rate_tenant_tier_of`, `rate_tenant_tiers`), else the default
 //!   `rate_tenant`. Tenants are limited independently of each other.
+//! - `tenant-day` ([`RateLimits::check_daily`], right after `tenant`): requests per tenant per
+//!   UTC day across every task, counted in DynamoDB with batched updates ([`quota`], which
+//!   states and argues the error bound). [`RateLimits::admit_tenant`] runs both tenant checks.
 //!
 //! A [`Rate`] is a quota of requests refilled evenly over a window (`100/1s`, `5000/1h`): a
 //! client may spend the whole quota at once, then one request per `window / quota`. Answers
 //! carry the IETF fields (draft-ietf-httpapi-ratelimit-headers, [`fields`]): `RateLimit-Policy`
 //! (`"tenant";q=100;w=1`) and `RateLimit` (`"tenant";r=42;t=1`); a refusal is 429
-//! `rate-limited` with `Retry-After`. Both limits are off unless configured: the right numbers
+//! `rate-limited` with `Retry-After`. Every limit is off unless configured: the right numbers
 //! depend on the deployment (behind a load balancer without `trusted_proxies`, every client has
 //! the balancer's address), and a limit that appears by surprise throttles production traffic.
 //!
@@ -66,7 +69,8 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// Where a client stands against one policy after a request was counted (or refused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Standing {
-    /// The policy's name in the fields ([`POLICY_IP`], [`POLICY_TENANT`]).
+    /// The policy's name in the fields ([`POLICY_IP`], [`POLICY_TENANT`],
+    /// [`POLICY_TENANT_DAY`]).
     pub policy: &'static str,
     /// The policy's rate.
     pub rate: Rate,

@@ -2,7 +2,7 @@
 //!
 //! governor's own keyed store (a `DashMap`) grows with every new key until `retain_recent`
 //! runs; keys a client chooses (addresses, with IPv6 plenty of them) could grow it without
-//! bound between two sweeps. [`BoundedStore`] counts its keys: once [`BoundedStore::len_max`]
+//! bound between two sweeps. [`BoundedStore`] counts its keys: once `len_max` of them
 //! are tracked, a key it does not know shares one overflow cell with every other such key until
 //! the sweep frees room. Known keys keep their own budgets; memory stays bounded (the bound
 //! can be overshot only by keys inserted concurrently with the check, at most one per request
