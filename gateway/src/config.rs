@@ -8,6 +8,7 @@
 //! refuses to start without a real certificate and a real token issuer.
 
 use crate::mtls::MtlsMode;
+use crate::ratelimit::RateLimitConfig;
 use crate::tls::TlsMode;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -182,6 +183,9 @@ pub struct Config {
     pub body_bytes_max: usize,
     /// Most requests served at once; one more gets 503 with `Retry-After`.
     pub concurrency_max: usize,
+    /// Rate limits per client address and per tenant (all off unless set; see
+    /// [`crate::ratelimit`]).
+    pub rate: RateLimitConfig,
     /// Longest wait for a request's complete head.
     pub header_read_timeout: Duration,
     /// Most header fields in one request.
@@ -315,6 +319,15 @@ pub const SETTINGS: &[&str] = &[
     "token_cache_len_max",
     "body_bytes_max",
     "concurrency_max",
+    "rate_ip",
+    "rate_tenant",
+    "rate_tenant_tiers",
+    "rate_tenant_tier_of",
+    "trusted_proxies",
+    "rate_keys_max",
+    "quota_tenant_day",
+    "quota_flush_ms",
+    "quota_batch_max",
     "header_read_timeout_ms",
     "headers_max",
     "header_bytes_max",
@@ -333,7 +346,7 @@ pub const SETTINGS: &[&str] = &[
     "log",
 ];
 
-fn parse<T: std::str::FromStr>(
+pub(crate) fn parse<T: std::str::FromStr>(
     source: &dyn Source,
     name: &str,
     default: T,
@@ -350,7 +363,7 @@ where
     }
 }
 
-fn bounded<T: PartialOrd + fmt::Display + Copy>(
+pub(crate) fn bounded<T: PartialOrd + fmt::Display + Copy>(
     name: &str,
     value: T,
     min: T,
@@ -712,6 +725,7 @@ impl Config {
                 1,
                 1_000_000,
             )?,
+            rate: RateLimitConfig::load(source)?,
             header_read_timeout: Duration::from_millis(bounded(
                 "header_read_timeout_ms",
                 parse(
@@ -983,6 +997,7 @@ impl fmt::Display for Config {
         writeln!(f, "token_cache_len_max = {}", self.token_cache_len_max)?;
         writeln!(f, "body_bytes_max = {}", self.body_bytes_max)?;
         writeln!(f, "concurrency_max = {}", self.concurrency_max)?;
+        writeln!(f, "{}", self.rate)?;
         writeln!(
             f,
             "header_read_timeout_ms = {}",
@@ -1305,6 +1320,16 @@ mod tests {
         assert_eq!(d.region.as_deref(), Some("eu-west-1"));
         assert_eq!(d.endpoint.as_deref(), Some("http://127.0.0.1:8000"));
         assert!(c.to_string().contains("store = dynamodb"));
+    }
+
+    #[test]
+    fn rate_settings_are_known_settings() {
+        for name in crate::ratelimit::settings::RATE_SETTINGS {
+            assert!(SETTINGS.contains(name), "{name} missing from SETTINGS");
+        }
+        let c = load(&[("rate_tenant", "100/1s")]).expect("config");
+        assert!(c.to_string().contains("rate_tenant = 100/1s"));
+        assert!(c.to_string().contains("rate_ip = off"));
     }
 
     #[test]

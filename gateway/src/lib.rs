@@ -1,10 +1,11 @@
 //! Strongroom's gateway: the process that partners talk to.
 //!
 //! It terminates TLS ([`tls`]; client certificates: [`mtls`]), verifies bearer tokens
-//! ([`auth`]; keys from a file or the identity provider's URL: [`jwks`]), checks and converts
-//! every request ([`api`]), and calls the ledger in the same process. It owns the wire format
-//! (the ledger has no idea what HTTP is), the configuration ([`config`]) and the `strongroom`
-//! command ([`cli`]).
+//! ([`auth`]; keys from a file or the identity provider's URL: [`jwks`]), limits request rates
+//! per client address and per tenant ([`ratelimit`]), checks and converts every request
+//! ([`api`]), and calls the ledger in the same process, or forwards to a ledger run alone
+//! ([`proxy`], [`internal`]). It owns the wire format (the ledger has no idea what HTTP is),
+//! the configuration ([`config`]) and the `strongroom` command ([`cli`]).
 
 #![warn(missing_docs)]
 
@@ -19,5 +20,6 @@ pub mod metrics;
 pub mod mtls;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod tls;

@@ -46,6 +46,7 @@ use crate::auth::Verifier;
 use crate::internal::{Bound, IDENTITY_HEADER, InternalKey};
 use crate::mtls::CertTenants;
 use crate::policy::{Policy, ServedRoute};
+use crate::ratelimit::RateLimits;
 
 /// Default retries of a failed upstream request.
 pub const DEFAULT_UPSTREAM_RETRIES: u32 = 2;
@@ -113,11 +114,22 @@ pub enum UpstreamError {
 
 type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// What the gateway checks before it forwards a request (the same as the combined server).
+#[derive(Debug)]
+pub struct Checks {
+    /// Bearer tokens.
+    pub verifier: Verifier,
+    /// Scopes and roles per route.
+    pub policy: Policy,
+    /// Tenants that need a client certificate.
+    pub cert_tenants: CertTenants,
+    /// Rates per tenant.
+    pub rate_limits: Arc<RateLimits>,
+}
+
 /// What the proxy's handlers share.
 pub struct ProxyState {
-    verifier: Verifier,
-    policy: Policy,
-    cert_tenants: CertTenants,
+    checks: Checks,
     key: InternalKey,
     client: UpstreamClient,
     scheme: axum::http::uri::Scheme,
@@ -137,12 +149,10 @@ impl std::fmt::Debug for ProxyState {
 }
 
 impl ProxyState {
-    /// The proxy's state: verifier, policy, the key for assertions, and a pooled client.
+    /// The proxy's state: the checks, the key for assertions, and a pooled client.
     pub fn new(
         settings: &UpstreamSettings,
-        verifier: Verifier,
-        policy: Policy,
-        cert_tenants: CertTenants,
+        checks: Checks,
         key: InternalKey,
         draining: Arc<AtomicBool>,
         body_bytes_max: usize,
@@ -179,9 +189,7 @@ impl ProxyState {
             .build(connector);
         let parts = settings.url.clone().into_parts();
         Ok(ProxyState {
-            verifier,
-            policy,
-            cert_tenants,
+            checks,
             key,
             client,
             scheme: parts.scheme.unwrap_or(axum::http::uri::Scheme::HTTP),
@@ -269,8 +277,15 @@ async fn forward(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let identity = extract::bearer_identity(&parts, &state.verifier, &state.cert_tenants).await?;
-    extract::authorize(&parts, &identity, &state.policy, None)?;
+    let checks = &state.checks;
+    let identity = extract::bearer_identity(
+        &parts,
+        &checks.verifier,
+        &checks.cert_tenants,
+        &checks.rate_limits,
+    )
+    .await?;
+    extract::authorize(&parts, &identity, &checks.policy, None)?;
     let body = extract::read_body(
         Request::from_parts(parts.clone(), body),
         state.body_bytes_max,

@@ -35,6 +35,7 @@ use crate::config::{Config, Mode, Role, StoreChoice};
 use crate::internal::InternalKey;
 use crate::jwks::{HttpsFetcher, RemoteJwks, RemoteSettings};
 use crate::mtls::ClientCert;
+use crate::ratelimit::RateLimits;
 use crate::tls::{self, CertFiles};
 
 /// Longest TLS handshake allowed.
@@ -199,6 +200,35 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     })
 }
 
+/// Off by default (the right numbers depend on the deployment), rate limits are worth a word
+/// in production: none at all, or a per-address limit that would key every client by the load
+/// balancer's address.
+fn warn_about_rate_limits(config: &Config) {
+    if config.mode != Mode::Production {
+        return;
+    }
+    let rate = &config.rate;
+    if rate.ip.is_none() && rate.tenant.is_none() && rate.tiers.is_empty() {
+        tracing::warn!("no rate limits: set rate_ip, rate_tenant or rate_tenant_tiers");
+    }
+    if rate.ip.is_some() && rate.trusted_proxies.is_empty() {
+        tracing::warn!(
+            "rate_ip counts per TCP peer and trusted_proxies is empty: behind a load balancer, \
+             every client shares the balancer's budget"
+        );
+    }
+}
+
+/// Where the daily quotas are counted: in the DynamoDB table every task shares, or in memory
+/// when this process is the only one (SQLite).
+async fn quota_counters(config: &Config) -> Result<crate::ratelimit::quota::Counters, StartError> {
+    use crate::ratelimit::quota::Counters;
+    Ok(match &config.store {
+        StoreChoice::Sqlite => Counters::memory(),
+        StoreChoice::Dynamodb(settings) => Counters::Dynamo(DynamoStore::connect(settings).await?),
+    })
+}
+
 /// Starts the server; returns once it listens.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let io = |context: String| move |source| StartError::Io { context, source };
@@ -250,12 +280,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         ),
         None => None,
     };
+    warn_about_rate_limits(config);
+    let rate_limits = Arc::new(RateLimits::new(&config.rate));
     let draining = Arc::new(AtomicBool::new(false));
     let edge = Arc::new(Edge {
         request_timeout: config.request_timeout,
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.concurrency_max)),
         body_bytes_max: config.body_bytes_max,
         cors_origins: config.cors_origins.clone(),
+        rate_limits: rate_limits.clone(),
     });
     let cert_tenants = crate::mtls::CertTenants::new(config.mtls_tenants.iter().cloned());
     let key = match config.internal_key_path() {
@@ -283,9 +316,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             };
             let state = Arc::new(crate::proxy::ProxyState::new(
                 &settings,
-                verifier,
-                policy,
-                cert_tenants,
+                crate::proxy::Checks {
+                    verifier,
+                    policy,
+                    cert_tenants,
+                    rate_limits: rate_limits.clone(),
+                },
                 key,
                 draining.clone(),
                 config.body_bytes_max,
@@ -308,6 +344,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 verifier,
                 internal: key.filter(|_| config.role == Role::Ledger),
                 cert_tenants,
+                rate_limits: rate_limits.clone(),
                 draining: draining.clone(),
                 body_bytes_max: config.body_bytes_max,
                 policy,
@@ -334,6 +371,19 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let reloader = tokio::spawn(reload_certs(certs, config.tls_reload, stopped.clone()));
     let jwks_refresher =
         remote_keys.map(|remote| tokio::spawn(remote.run(config.jwks_refresh, stopped.clone())));
+    let quota_flusher = match rate_limits.daily() {
+        Some(daily) => {
+            let counters = quota_counters(config).await?;
+            Some(tokio::spawn(crate::ratelimit::quota::flush_loop(
+                daily,
+                counters,
+                config.rate.quota_flush,
+                stopped.clone(),
+            )))
+        }
+        None => None,
+    };
+    let sweeper = tokio::spawn(crate::ratelimit::sweep(rate_limits, stopped.clone()));
     let grace = config.shutdown_grace;
     let task = tokio::spawn(async move {
         accept_loop(
@@ -352,6 +402,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         let _ = reloader.await;
         if let Some(refresher) = jwks_refresher {
             let _ = refresher.await;
+        }
+        let _ = sweeper.await;
+        if let Some(flusher) = quota_flusher {
+            let _ = flusher.await;
         }
         if let Some(metrics) = metrics_task {
             let _ = metrics.await;

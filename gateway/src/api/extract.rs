@@ -28,6 +28,7 @@ use crate::auth::{AuthError, Identity, Verifier};
 use crate::internal::{Bound, IDENTITY_HEADER};
 use crate::mtls::{CertTenants, ClientCert};
 use crate::policy::Policy;
+use crate::ratelimit::RateLimits;
 
 /// A scope a route requires.
 pub trait Scope: Send + Sync + 'static {
@@ -98,7 +99,13 @@ pub(crate) fn authorize(
 /// bearer token.
 pub(crate) async fn verified(parts: &Parts, state: &AppState) -> Result<Arc<Identity>, ApiError> {
     let Some(key) = &state.internal else {
-        return bearer_identity(parts, &state.verifier, &state.cert_tenants).await;
+        return bearer_identity(
+            parts,
+            &state.verifier,
+            &state.cert_tenants,
+            &state.rate_limits,
+        )
+        .await;
     };
     let value = parts
         .headers
@@ -123,12 +130,14 @@ pub(crate) async fn verified(parts: &Parts, state: &AppState) -> Result<Arc<Iden
 }
 
 /// The identity the request's bearer token proves, checked against the connection's client
-/// certificate (if any; `crate::mtls::check`) on every request, cached token or not. A token
-/// naming an unknown key may wait for a (rate-bounded) fetch of the identity provider's keys.
+/// certificate (if any; `crate::mtls::check`) on every request, cached token or not, and
+/// counted against its tenant's rate limit (429 `rate-limited` when over it). A token naming an
+/// unknown key may wait for a (rate-bounded) fetch of the identity provider's keys.
 pub(crate) async fn bearer_identity(
     parts: &Parts,
     verifier: &Verifier,
     cert_tenants: &CertTenants,
+    rate_limits: &RateLimits,
 ) -> Result<Arc<Identity>, ApiError> {
     let token = bearer(&parts.headers)?;
     let identity = verifier.verify_refreshing(token).await.inspect_err(|e| {
@@ -139,6 +148,9 @@ pub(crate) async fn bearer_identity(
         tracing::info!(reason = %e, tenant = identity.tenant.as_str(), "client certificate refused");
     })?;
     tracing::Span::current().record("tenant", identity.tenant.as_str());
+    // The tenant's budget and daily quota, right after the token proved who is asking and
+    // before anything else is read: a refused request does nothing.
+    rate_limits.admit_tenant(&identity.tenant)?;
     Ok(identity)
 }
 

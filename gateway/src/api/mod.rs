@@ -5,8 +5,10 @@
 //!
 //! The stack, outermost first (see [`router`]):
 //! 1. `edge`: request id (taken from `x-request-id` when well-formed, else a new ULID), a
-//!    span and an access log line, the request timeout (503 `timeout`), and the task-local
-//!    that problem bodies read their `request_id` and `instance` from.
+//!    span and an access log line, the per-address rate limit (429 `rate-limited`, before the
+//!    token is looked at), the concurrency limit (503 `overloaded`), the request timeout (503
+//!    `timeout`), the task-locals that problem bodies read their `request_id` and `instance`
+//!    from and that the tenant's rate-limit standing is recorded in, and the `RateLimit` fields.
 //! 2. catch-panic: a bug answers 500 `internal` instead of dropping the connection.
 //! 3. body limit: `DefaultBodyLimit`, enforced where the body is read (413 `payload-too-large`).
 //! 4. the handlers, whose extractors check token and scope, `Idempotency-Key`, and the body.
@@ -18,12 +20,13 @@ pub mod ops;
 pub mod problem;
 pub mod transfers;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -40,6 +43,7 @@ use utoipa_axum::routes;
 
 use self::problem::{ApiError, ProblemKind, REQUEST, RequestContext};
 use crate::auth::Verifier;
+use crate::ratelimit::{self, RateLimits, Standing};
 
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -66,6 +70,9 @@ pub struct AppState {
     pub policy: crate::policy::Policy,
     /// Tenants whose requests need a client certificate (`mtls_tenants`).
     pub cert_tenants: crate::mtls::CertTenants,
+    /// Request rates per client address (checked by `edge`) and per tenant (checked once the
+    /// token verified); shared with `Edge` and the background sweep.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 /// What the outermost layer (`edge`) needs, in every role.
@@ -79,6 +86,8 @@ pub struct Edge {
     pub body_bytes_max: usize,
     /// Browser origins allowed (CORS).
     pub cors_origins: Vec<String>,
+    /// Request rates: the per-address limit is checked here, before the token is looked at.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 #[derive(OpenApi)]
@@ -223,8 +232,21 @@ async fn edge(State(state): State<Arc<Edge>>, req: Request, next: Next) -> Respo
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let span = tracing::info_span!("request", request_id = %id, %method, %path, tenant = tracing::field::Empty);
-    // Health checks are never shed: an orchestrator must see a busy task alive.
-    let permit = if path.starts_with("/health/") {
+    // Health checks are never limited or shed: an orchestrator must see a busy task alive.
+    let health = path.starts_with("/health/");
+    // The client address's budget first, before anything looks at the token: a flood of bad
+    // tokens costs a map lookup each, not a signature check.
+    let ip = if health {
+        None
+    } else {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        state.rate_limits.check_ip(peer, req.headers())
+    };
+    let ip_refused = ip.filter(Standing::refused);
+    let permit = if health || ip_refused.is_some() {
         None
     } else {
         Some(state.in_flight.clone().try_acquire_owned())
@@ -235,6 +257,9 @@ async fn edge(State(state): State<Arc<Edge>>, req: Request, next: Next) -> Respo
     };
     let timeout = state.request_timeout;
     let work = async move {
+        if let Some(standing) = ip_refused {
+            return ratelimit::refusal(&standing).into_response();
+        }
         if let Some(Err(_)) = permit {
             return ApiError::new(
                 ProblemKind::Overloaded,
@@ -259,8 +284,13 @@ async fn edge(State(state): State<Arc<Edge>>, req: Request, next: Next) -> Respo
         drop(permit);
         response
     };
-    let mut response = REQUEST.scope(context, work).instrument(span.clone()).await;
+    let (mut response, tenant) = REQUEST
+        .scope(context, ratelimit::scope(work))
+        .instrument(span.clone())
+        .await;
     let headers = response.headers_mut();
+    let standings: Vec<Standing> = ip.into_iter().chain(tenant.into_iter().flatten()).collect();
+    ratelimit::fields::write(headers, &standings);
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, value);
     }
@@ -298,6 +328,8 @@ fn cors(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util
                 name(IDEMPOTENT_REPLAYED),
                 header::RETRY_AFTER,
                 header::WWW_AUTHENTICATE,
+                ratelimit::fields::RATELIMIT,
+                ratelimit::fields::RATELIMIT_POLICY,
             ])
             .max_age(Duration::from_secs(600)),
     )

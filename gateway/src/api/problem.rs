@@ -105,6 +105,7 @@ problem_kinds! {
     ExternalRefTaken => (CONFLICT, "external-ref-taken", "Another account has this external reference"),
     InvalidTransition => (CONFLICT, "invalid-transition", "The account's status does not allow this change"),
     AccountNotEmpty => (CONFLICT, "account-not-empty", "The account still has a balance or pending holds"),
+    RateLimited => (TOO_MANY_REQUESTS, "rate-limited", "Too many requests; retry after the time Retry-After gives"),
     Overloaded => (SERVICE_UNAVAILABLE, "overloaded", "Too many requests are waiting; retry later"),
     Timeout => (SERVICE_UNAVAILABLE, "timeout", "The request took longer than the limit"),
     Contention => (SERVICE_UNAVAILABLE, "contention", "Concurrent writers kept conflicting; retry"),
@@ -156,7 +157,7 @@ pub struct ApiError {
 struct Extensions {
     /// Extension members of the body.
     fields: Map<String, Value>,
-    /// Seconds after which a retry makes sense (503).
+    /// Seconds after which a retry makes sense (429, 503).
     retry_after_s: Option<u32>,
     /// For 401 and 403: the `WWW-Authenticate` challenge.
     challenge: Option<String>,
@@ -188,7 +189,7 @@ impl ApiError {
         self
     }
 
-    /// A 503 that says when to come back.
+    /// A 429 or 503 that says when to come back (`Retry-After`).
     pub fn retry_after(mut self, seconds: u32) -> ApiError {
         self.more().retry_after_s = Some(seconds);
         self

@@ -18,6 +18,9 @@
 //!   and the roles it defines are enforced.
 //! - [`mtls`]: client certificates (`required` and `optional`), certificate-bound tokens
 //!   (RFC 8705), a certificate's tenant against the token's.
+//! - [`ratelimit`]: per-tenant limits and tiers, the per-address limit before authentication
+//!   (bad-token floods, `X-Forwarded-For` from trusted proxies only), the `RateLimit` fields,
+//!   and refused requests that change nothing.
 //! - [`tls`]: protocol versions per mode, RSA and ECDSA certificates, a certificate replaced
 //!   while the server runs.
 //! - [`hostile`]: security headers on every answer; header floods, slow clients and more
@@ -57,6 +60,7 @@ mod metrics;
 mod mtls;
 mod openapi;
 mod policy;
+mod ratelimit;
 mod robustness;
 mod shutdown;
 mod split;

@@ -313,6 +313,46 @@ impl DynamoStore {
         }
     }
 
+    /// Adds `delta` to the counter item at `key` and returns the counter's new value: one
+    /// `UpdateItem` with `ADD`, atomic across processes (the gateway's daily quotas, batched:
+    /// one call per tenant per flush, not per request). The item has attribute `n` (the count)
+    /// and `ttl` (`expires_at_s`, seconds since the epoch, for the table's time to live) and
+    /// nothing the ledger reads: counters live in partitions of their own. A retry after a
+    /// lost answer may add twice, so a counter can err high, never low.
+    pub async fn add_to_counter(
+        &self,
+        key: &Key,
+        delta: u64,
+        expires_at_s: u64,
+    ) -> Result<u64, StoreError> {
+        let output = self
+            .with_retries("UpdateItem", || {
+                classified(
+                    self.client
+                        .update_item()
+                        .table_name(self.table.as_ref())
+                        .key("pk", AttributeValue::S(key.pk.clone()))
+                        .key("sk", AttributeValue::S(key.sk.clone()))
+                        .update_expression("ADD #n :delta SET #ttl = :ttl")
+                        .expression_attribute_names("#n", "n")
+                        .expression_attribute_names("#ttl", "ttl")
+                        .expression_attribute_values(":delta", number(delta))
+                        .expression_attribute_values(":ttl", number(expires_at_s))
+                        .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+                        .send(),
+                )
+            })
+            .await?;
+        match output.attributes().and_then(|a| a.get("n")) {
+            Some(AttributeValue::N(n)) => n
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("counter {key:?} holds {n:?}"))),
+            _ => Err(StoreError::Corrupt(format!(
+                "counter {key:?}: UpdateItem returned no count"
+            ))),
+        }
+    }
+
     /// Creates the table (on-demand capacity) unless it exists, and waits until it is active.
     /// For development; production tables come from CloudFormation with the same definition.
     /// Returns whether it created the table.

@@ -235,3 +235,31 @@ fn query_ranges_after_a_cursor() {
     crossed.to = "A".into();
     assert!(range_of(&crossed).is_none());
 }
+
+#[tokio::test]
+async fn counters_add_atomically_across_clients() {
+    let store = fresh_store().await;
+    let other = DynamoStore::connect(&config(&store.table))
+        .await
+        .expect("connect");
+    let key = Key::new("QUOTA#acme", "D#2026-11-24");
+    assert_eq!(store.add_to_counter(&key, 3, 1).await.expect("add"), 3);
+    assert_eq!(other.add_to_counter(&key, 4, 1).await.expect("add"), 7);
+    // Concurrent adds from both lose nothing.
+    let adds = (0..20).map(|i| {
+        let (a, b, key) = (store.clone(), other.clone(), key.clone());
+        tokio::spawn(async move {
+            let client = if i % 2 == 0 { a } else { b };
+            client.add_to_counter(&key, 1, 1).await.expect("add")
+        })
+    });
+    let mut seen = Vec::new();
+    for add in adds.collect::<Vec<_>>() {
+        seen.push(add.await.expect("join"));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (8..=27).collect::<Vec<u64>>());
+    // Another key is another counter.
+    let day = Key::new("QUOTA#acme", "D#2026-11-25");
+    assert_eq!(store.add_to_counter(&day, 1, 1).await.expect("add"), 1);
+}
