@@ -8,9 +8,9 @@
 #
 # The gateway does what HAProxy does in that script, and more: TLS with the given ECDSA
 # certificate, the token verified against the JWKS (signature, iss, aud, exp, nbf, iat, tenant),
-# the route policy checked, rate limits per client IP and per tenant (limits far above the load,
-# as HAProxy's is), a request id, and the request forwarded over pooled keep-alive connections
-# with the internal assertion, `traceparent` and `X-Forwarded-For`. Like HAProxy there, it writes
+# the route policy checked, a rate limit per tenant (10,000,000/s, far above the load, as
+# HAProxy's per-subject limit is), a request id, and the request forwarded over pooled
+# keep-alive connections with the internal assertion, `traceparent` and `X-Forwarded-For`. Like HAProxy there, it writes
 # no per-request log line (`log = warn`); everything else is the production configuration.
 # STRONGROOM_BIN overrides the program (default: target/release/strongroom). Extra STRONGROOM_*
 # variables reach the gateway unchanged.
@@ -39,5 +39,6 @@ export STRONGROOM_TLS_KEY=$BENCH_DIR/tls.key
 export STRONGROOM_JWKS_FILE=$BENCH_DIR/jwks.json
 export STRONGROOM_JWT_ISSUER=$JWT_ISSUER
 export STRONGROOM_JWT_AUDIENCE=$JWT_AUDIENCE
+export STRONGROOM_RATE_TENANT=${STRONGROOM_RATE_TENANT:-10000000/1s}
 export STRONGROOM_LOG=${STRONGROOM_LOG:-warn}
 exec "$bin" serve
