@@ -116,7 +116,12 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve { .. } | Command::Ledger => {
-            let threads = config.http_threads();
+            // The gateway alone serves on threads of its own (`server::Serve::PerThread`); its
+            // main runtime only runs housekeeping.
+            let threads = match config.role {
+                Role::Gateway => 1,
+                _ => config.http_threads(),
+            };
             run_async_on(Some(threads), serve(config))
         }
         Command::DevToken {

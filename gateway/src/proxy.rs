@@ -127,23 +127,29 @@ pub struct Checks {
     pub rate_limits: Arc<RateLimits>,
 }
 
-/// What the proxy's handlers share.
+/// What the proxy's handlers share: one per HTTP thread (see [`ProxyState::sibling`]).
 pub struct ProxyState {
+    shared: Arc<Shared>,
+    client: UpstreamClient,
+}
+
+/// What every thread's [`ProxyState`] shares.
+struct Shared {
     checks: Checks,
     key: InternalKey,
-    client: UpstreamClient,
     scheme: axum::http::uri::Scheme,
     authority: axum::http::uri::Authority,
     retries_max: u32,
     breaker: Breaker,
     draining: Arc<AtomicBool>,
     body_bytes_max: usize,
+    settings: UpstreamSettings,
 }
 
 impl std::fmt::Debug for ProxyState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyState")
-            .field("upstream", &self.authority)
+            .field("upstream", &self.shared.authority)
             .finish_non_exhaustive()
     }
 }
@@ -157,41 +163,10 @@ impl ProxyState {
         draining: Arc<AtomicBool>,
         body_bytes_max: usize,
     ) -> Result<ProxyState, UpstreamError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(ca) = &settings.ca_file {
-            let certs = crate::tls::load_certs(ca).map_err(|e| UpstreamError::Ca(e.to_string()))?;
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| UpstreamError::Ca(e.to_string()))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| UpstreamError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(settings.idle_max)
-            .build(connector);
         let parts = settings.url.clone().into_parts();
-        Ok(ProxyState {
+        let shared = Arc::new(Shared {
             checks,
             key,
-            client,
             scheme: parts.scheme.unwrap_or(axum::http::uri::Scheme::HTTP),
             authority: parts
                 .authority
@@ -200,8 +175,58 @@ impl ProxyState {
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_open),
             draining,
             body_bytes_max,
+            settings: settings.clone(),
+        });
+        Ok(ProxyState {
+            client: client(settings)?,
+            shared,
         })
     }
+
+    /// The same state with a pool of its own: each HTTP thread keeps its upstream connections
+    /// (whose tasks run on the runtime that made them), so a request and its upstream
+    /// exchange stay on one thread. The checks, the breaker and the counters are shared.
+    pub fn sibling(&self) -> Result<ProxyState, UpstreamError> {
+        Ok(ProxyState {
+            client: client(&self.shared.settings)?,
+            shared: self.shared.clone(),
+        })
+    }
+}
+
+/// A pooled client to the ledger: HTTP/1.1 keep-alive, over TLS verified against the
+/// configured CA for `https://`.
+fn client(settings: &UpstreamSettings) -> Result<UpstreamClient, UpstreamError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = &settings.ca_file {
+        let certs = crate::tls::load_certs(ca).map_err(|e| UpstreamError::Ca(e.to_string()))?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| UpstreamError::Ca(e.to_string()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(settings.connect_timeout));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(settings.idle_max)
+        .build(connector))
 }
 
 /// The proxy's routes: every served route forwards; health and the API description are local.
@@ -248,7 +273,7 @@ async fn live() -> Response {
 /// every gateway task would fail alike, and pulling them all from the load balancer only turns
 /// a clear 503 problem into connection errors.
 async fn ready(State(state): State<Arc<ProxyState>>) -> Response {
-    if state.draining.load(Ordering::SeqCst) {
+    if state.shared.draining.load(Ordering::SeqCst) {
         health(StatusCode::SERVICE_UNAVAILABLE, "not_ready")
     } else {
         health(StatusCode::OK, "ready")
@@ -277,7 +302,8 @@ async fn forward(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let checks = &state.checks;
+    let shared = &state.shared;
+    let checks = &shared.checks;
     let identity = extract::bearer_identity(
         &parts,
         &checks.verifier,
@@ -288,7 +314,7 @@ async fn forward(
     extract::authorize(&parts, &identity, &checks.policy, None)?;
     let body = extract::read_body(
         Request::from_parts(parts.clone(), body),
-        state.body_bytes_max,
+        shared.body_bytes_max,
     )
     .await?;
     let request_id = REQUEST
@@ -300,8 +326,8 @@ async fn forward(
         .map_or("/", |p| p.as_str())
         .to_owned();
     let uri = Uri::builder()
-        .scheme(state.scheme.clone())
-        .authority(state.authority.clone())
+        .scheme(shared.scheme.clone())
+        .authority(shared.authority.clone())
         .path_and_query(path_and_query.as_str())
         .build()
         .map_err(|_| ApiError::new(ProblemKind::NotFound, "no such route"))?;
@@ -309,7 +335,7 @@ async fn forward(
     strip_hop_by_hop(&mut headers);
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
-    let assertion = state.key.assert(
+    let assertion = shared.key.assert(
         &identity,
         Bound {
             method: parts.method.as_str(),
@@ -334,7 +360,7 @@ async fn forward(
     let retry_any = idempotent(&parts.method, &headers);
     let mut attempt = 0;
     loop {
-        let trial = match state.breaker.admit(state.breaker.now_ms()) {
+        let trial = match shared.breaker.admit(shared.breaker.now_ms()) {
             Admission::Refused { retry_after_s } => {
                 return Err(ApiError::new(
                     ProblemKind::UpstreamUnavailable,
@@ -355,19 +381,19 @@ async fn forward(
                     status,
                     StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
                 ) {
-                    state.breaker.failure(state.breaker.now_ms(), trial);
+                    shared.breaker.failure(shared.breaker.now_ms(), trial);
                 } else {
-                    state.breaker.success();
+                    shared.breaker.success();
                 }
                 let (mut head, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
                 return Ok(Response::from_parts(head, Body::new(incoming)));
             }
             Err(error) => {
-                state.breaker.failure(state.breaker.now_ms(), trial);
+                shared.breaker.failure(shared.breaker.now_ms(), trial);
                 // A connection that was never made carried nothing: safe to retry any request.
                 let retryable = error.is_connect() || retry_any;
-                if retryable && attempt < state.retries_max {
+                if retryable && attempt < shared.retries_max {
                     tracing::info!(%error, attempt, "upstream request failed; retrying");
                     tokio::time::sleep(RETRY_BACKOFF * 2u32.pow(attempt)).await;
                     attempt += 1;

@@ -326,8 +326,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 draining.clone(),
                 config.body_bytes_max,
             )?);
-            let routes = crate::proxy::routes(state, &crate::api::served_routes());
-            (stack(routes, edge), None)
+            // One router, with its own upstream pool, per HTTP thread (`serve_per_thread`).
+            let served = crate::api::served_routes();
+            let mut apps = Vec::new();
+            for _ in 1..config.http_threads() {
+                let sibling = Arc::new(state.sibling()?);
+                apps.push(stack(crate::proxy::routes(sibling, &served), edge.clone()));
+            }
+            apps.push(stack(crate::proxy::routes(state, &served), edge));
+            (Serve::PerThread(apps), None)
         }
         (_, key) => {
             let store = open_store(config).await?;
@@ -349,7 +356,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 body_bytes_max: config.body_bytes_max,
                 policy,
             });
-            (router(state, edge), Some(ledger))
+            (Serve::Shared(router(state, edge)), Some(ledger))
         }
     };
     let limits = ConnLimits {
@@ -386,16 +393,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let sweeper = tokio::spawn(crate::ratelimit::sweep(rate_limits, stopped.clone()));
     let grace = config.shutdown_grace;
     let task = tokio::spawn(async move {
-        accept_loop(
-            listener,
-            TlsAcceptor::from(tls_config),
-            app,
-            stopped,
-            grace,
-            limits,
-            &draining,
-        )
-        .await;
+        let acceptor = TlsAcceptor::from(tls_config);
+        match app {
+            Serve::Shared(app) => {
+                accept_loop(listener, acceptor, app, stopped, grace, limits, &draining).await
+            }
+            Serve::PerThread(apps) => {
+                serve_per_thread(listener, acceptor, apps, stopped, grace, limits, draining).await
+            }
+        }
         if let Some(ledger) = ledger {
             ledger.shutdown().await;
         }
@@ -420,6 +426,77 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         metrics_addr,
     };
     Ok(Running { info, stop, task })
+}
+
+/// How the HTTP side runs.
+enum Serve {
+    /// One router on the process's multi-threaded runtime (the combined server and the ledger
+    /// alone: the ledger's work is shared by every request anyway).
+    Shared(Router),
+    /// The gateway alone: one router per thread, each thread with a runtime of its own
+    /// accepting from the same listening socket. A request, its upstream exchange (on the
+    /// thread's own pool) and its answer never change threads: no cross-thread wake-ups on the
+    /// request path, as in HAProxy's or nginx's model.
+    PerThread(Vec<Router>),
+}
+
+/// Serves `apps`, one per OS thread with a single-threaded runtime each, all accepting from
+/// `listener`; returns when every thread has drained and stopped.
+async fn serve_per_thread(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    apps: Vec<Router>,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+    limits: ConnLimits,
+    draining: Arc<AtomicBool>,
+) {
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(error) => return tracing::error!(%error, "cannot share the listening socket"),
+    };
+    let mut threads = Vec::new();
+    for (n, app) in apps.into_iter().enumerate() {
+        let listener = match listener.try_clone() {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, "cannot share the listening socket");
+                continue;
+            }
+        };
+        let (acceptor, stop, draining) = (acceptor.clone(), stop.clone(), draining.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("strongroom-http-{n}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => return tracing::error!(%error, "cannot start an HTTP thread"),
+                };
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            accept_loop(listener, acceptor, app, stop, grace, limits, &draining)
+                                .await
+                        }
+                        Err(error) => tracing::error!(%error, "cannot listen on an HTTP thread"),
+                    }
+                });
+            });
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(error) => tracing::error!(%error, "cannot start an HTTP thread"),
+        }
+    }
+    drop(listener);
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
 }
 
 /// What one connection may send before a request is read: bounds against slow and flooding

@@ -187,6 +187,7 @@ struct Recorder {
     seen: Arc<Mutex<Vec<(String, HeaderMap)>>>,
     requests: Arc<AtomicU64>,
     drop_answers: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -214,20 +215,28 @@ impl Recorder {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(AtomicU64::new(0));
         let drop_answers = Arc::new(AtomicBool::new(false));
-        let (s, r, d) = (seen.clone(), requests.clone(), drop_answers.clone());
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (s, r, d, w) = (
+            seen.clone(),
+            requests.clone(),
+            drop_answers.clone(),
+            delay_ms.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (s, r, d) = (s.clone(), r.clone(), d.clone());
+                let (s, r, d, w) = (s.clone(), r.clone(), d.clone(), w.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<Incoming>| {
                         r.fetch_add(1, Ordering::SeqCst);
                         let uri = req.uri().to_string();
                         s.lock().unwrap().push((uri, req.headers().clone()));
                         let drop = d.load(Ordering::SeqCst);
+                        let delay = Duration::from_millis(w.load(Ordering::SeqCst));
                         async move {
+                            tokio::time::sleep(delay).await;
                             if drop {
                                 return Err(Dropped);
                             }
@@ -252,6 +261,7 @@ impl Recorder {
             seen,
             requests,
             drop_answers,
+            delay_ms,
             task,
         }
     }
@@ -424,4 +434,29 @@ async fn the_circuit_breaker_holds_requests_back_then_lets_a_trial_through() {
     api.send(Req::get("/v1/accounts")).await.expect(200);
     assert_eq!(upstream.count(), 5);
     gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_alone_drains_in_flight_requests_on_shutdown() {
+    let upstream = Recorder::start().await;
+    upstream.delay_ms.store(800, Ordering::SeqCst);
+    let gateway = Instance::start_with(&[("upstream", &upstream.url)]).await;
+    let addr = gateway.url.trim_start_matches("https://").to_owned();
+    let api = gateway.api("acme");
+    let slow = tokio::spawn(async move { api.send(Req::get("/v1/accounts")).await });
+    while upstream.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // SIGTERM's effect: the listening socket closes at once on every HTTP thread ...
+    let stopping = tokio::spawn(gateway.stop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and the request in flight still gets its answer.
+    let reply = slow.await.unwrap();
+    reply.expect(200);
+    assert_eq!(reply.json, json!({"ok": true}));
+    stopping.await.unwrap();
 }
