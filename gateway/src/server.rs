@@ -38,6 +38,10 @@ use crate::mtls::ClientCert;
 use crate::ratelimit::RateLimits;
 use crate::tls::{self, CertFiles};
 
+/// How far above `headers_max` and `header_bytes_max` hyper's own limits sit. Between the two,
+/// `edge` answers 431 with a problem body; beyond, hyper answers a bare 431 (HTTP/1.1) or
+/// refuses the stream (HTTP/2) before anything is parsed further.
+pub const HARD_LIMIT_FACTOR: usize = 2;
 /// Longest TLS handshake allowed.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent streams per HTTP/2 connection.
@@ -289,6 +293,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         body_bytes_max: config.body_bytes_max,
         cors_origins: config.cors_origins.clone(),
         rate_limits: rate_limits.clone(),
+        headers_max: config.headers_max,
+        header_bytes_max: config.header_bytes_max,
     });
     let cert_tenants = crate::mtls::CertTenants::new(config.mtls_tenants.iter().cloned());
     let key = match config.internal_key_path() {
@@ -523,8 +529,10 @@ async fn accept_loop(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_headers(limits.headers_max)
-        .max_buf_size(limits.header_bytes_max)
+        // Twice the configured limits: a head between the two reaches `edge`, which refuses it
+        // with a 431 problem body; hyper refuses a larger one itself (a bare 431).
+        .max_headers(limits.headers_max.saturating_mul(HARD_LIMIT_FACTOR))
+        .max_buf_size(limits.header_bytes_max.saturating_mul(HARD_LIMIT_FACTOR))
         .keep_alive(true)
         // One buffer per response: over TLS, vectored writes become one record (and one
         // syscall) per slice.
@@ -533,7 +541,10 @@ async fn accept_loop(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_STREAMS_MAX)
-        .max_header_list_size(u32::try_from(limits.header_bytes_max).unwrap_or(u32::MAX))
+        .max_header_list_size(
+            u32::try_from(limits.header_bytes_max.saturating_mul(HARD_LIMIT_FACTOR))
+                .unwrap_or(u32::MAX),
+        )
         .max_pending_accept_reset_streams(H2_PENDING_RESETS_MAX)
         .max_local_error_reset_streams(H2_ERROR_RESETS_MAX);
     loop {

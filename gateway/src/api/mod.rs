@@ -88,6 +88,10 @@ pub struct Edge {
     pub cors_origins: Vec<String>,
     /// Request rates: the per-address limit is checked here, before the token is looked at.
     pub rate_limits: Arc<RateLimits>,
+    /// Most header fields in a request (`headers_max`).
+    pub headers_max: usize,
+    /// Most bytes in a request's head (`header_bytes_max`).
+    pub header_bytes_max: usize,
 }
 
 #[derive(OpenApi)]
@@ -232,6 +236,9 @@ async fn edge(State(state): State<Arc<Edge>>, req: Request, next: Next) -> Respo
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let span = tracing::info_span!("request", request_id = %id, %method, %path, tenant = tracing::field::Empty);
+    // Heads over the limits get a problem body here; hyper's own limits (twice these) refuse
+    // larger ones before they are parsed.
+    let oversized = head_oversized(&req, state.headers_max, state.header_bytes_max);
     // Health checks are never limited or shed: an orchestrator must see a busy task alive.
     let health = path.starts_with("/health/");
     // The client address's budget first, before anything looks at the token: a flood of bad
@@ -257,6 +264,9 @@ async fn edge(State(state): State<Arc<Edge>>, req: Request, next: Next) -> Respo
     };
     let timeout = state.request_timeout;
     let work = async move {
+        if let Some(detail) = oversized {
+            return ApiError::new(ProblemKind::HeadersTooLarge, detail).into_response();
+        }
         if let Some(standing) = ip_refused {
             return ratelimit::refusal(&standing).into_response();
         }
@@ -299,6 +309,25 @@ async fn edge(State(state): State<Arc<Edge>>, req: Request, next: Next) -> Respo
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     span.in_scope(|| tracing::info!(status, latency_us, "request"));
     response
+}
+
+/// Why a request's head is over the limits, if it is: more than `headers_max` fields, or more
+/// than `header_bytes_max` bytes of request line and fields (each counted as `name: value`
+/// and a line end, as HTTP/1.1 sends them).
+fn head_oversized(req: &Request, headers_max: usize, header_bytes_max: usize) -> Option<String> {
+    let headers = req.headers();
+    if headers.len() > headers_max {
+        return Some(format!(
+            "{} header fields; at most {headers_max} are read",
+            headers.len()
+        ));
+    }
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let bytes = headers.iter().fold(line, |sum, (name, value)| {
+        sum + name.as_str().len() + value.len() + 4
+    });
+    (bytes > header_bytes_max)
+        .then(|| format!("a request head of {bytes} bytes; at most {header_bytes_max} are read"))
 }
 
 /// CORS for the configured browser origins; with none, a layer that adds nothing (a preflight

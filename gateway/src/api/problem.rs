@@ -70,6 +70,7 @@ problem_kinds! {
     InvalidType => (BAD_REQUEST, "invalid-type", "A field has the wrong type or value"),
     UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "The body must be application/json"),
     PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload-too-large", "The body is larger than the limit"),
+    HeadersTooLarge => (REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", "The request's header fields are over the limits"),
     ValidationFailed => (BAD_REQUEST, "validation-failed", "A field is out of its bounds"),
     InvalidAmount => (BAD_REQUEST, "invalid-amount", "An amount is not a positive integer within bounds"),
     InvalidParameter => (BAD_REQUEST, "invalid-parameter", "A query parameter is invalid"),
