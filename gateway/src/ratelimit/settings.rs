@@ -133,19 +133,6 @@ pub struct RateLimitConfig {
     pub quota_batch_max: u64,
 }
 
-/// Setting names, for [`crate::config::SETTINGS`].
-pub const RATE_SETTINGS: &[&str] = &[
-    "rate_ip",
-    "rate_tenant",
-    "rate_tenant_tiers",
-    "rate_tenant_tier_of",
-    "trusted_proxies",
-    "rate_keys_max",
-    "quota_tenant_day",
-    "quota_flush_ms",
-    "quota_batch_max",
-];
-
 impl RateLimitConfig {
     /// Reads the rate-limit settings.
     pub fn load(source: &dyn Source) -> Result<RateLimitConfig, ConfigError> {

@@ -268,16 +268,7 @@ async fn cors_answers_only_the_configured_origins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_reset_flood_closes_the_connection() {
     let instance = Instance::start().await;
-    let tls = raw_tls::connect(
-        &instance.url,
-        &instance.cert_pem,
-        rustls::DEFAULT_VERSIONS,
-        &[b"h2"],
-    )
-    .await
-    .unwrap();
-    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut client, connection) = h2_connect(&instance).await;
     let token = instance.tokens.mint("acme", READ_WRITE);
     // Bursts of streams reset at once, with a pause after each for the server's answer to
     // arrive (else the client may meet the closed socket before it reads the GOAWAY).
@@ -318,16 +309,7 @@ async fn an_http2_reset_flood_closes_the_connection() {
     );
     assert!(reset < burst * bursts_max, "cut off before the flood ended");
     // The same number of streams, each answered before the next: served on one connection.
-    let tls = raw_tls::connect(
-        &instance.url,
-        &instance.cert_pem,
-        rustls::DEFAULT_VERSIONS,
-        &[b"h2"],
-    )
-    .await
-    .unwrap();
-    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut client, connection) = h2_connect(&instance).await;
     for _ in 0..reset {
         client = client.ready().await.unwrap();
         let req = hyper::Request::get(format!("{}/health/live", instance.url))
@@ -342,4 +324,23 @@ async fn an_http2_reset_flood_closes_the_connection() {
     );
     instance.api("acme").get("/v1/accounts").await.expect(200);
     instance.stop().await;
+}
+
+/// An HTTP/2 connection over TLS to `instance`, with its connection task.
+async fn h2_connect(
+    instance: &Instance,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tls = raw_tls::connect(
+        &instance.url,
+        &instance.cert_pem,
+        rustls::DEFAULT_VERSIONS,
+        &[b"h2"],
+    )
+    .await
+    .unwrap();
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    (client, tokio::spawn(connection))
 }
