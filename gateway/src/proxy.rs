@@ -489,7 +489,10 @@ pub struct Breaker {
     failures: AtomicU32,
     /// When the open state ends, ms since `epoch`; 0 when closed.
     open_until_ms: AtomicU64,
-    trial: AtomicBool,
+    /// When the half-open breaker let its trial through, ms since `epoch`; 0 when none is out.
+    /// A trial that never reports (its request was dropped at the timeout, say) is given up
+    /// after `open_for`, and another one goes.
+    trial_since_ms: AtomicU64,
     failures_max: u32,
     open_for: Duration,
     epoch: Instant,
@@ -501,7 +504,7 @@ impl Breaker {
         Breaker {
             failures: AtomicU32::new(0),
             open_until_ms: AtomicU64::new(0),
-            trial: AtomicBool::new(false),
+            trial_since_ms: AtomicU64::new(0),
             failures_max: failures_max.max(1),
             open_for,
             epoch: Instant::now(),
@@ -525,10 +528,13 @@ impl Breaker {
             };
         }
         // Half-open: one request finds out whether the ledger is back.
-        if self
-            .trial
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        let since = self.trial_since_ms.load(Ordering::Acquire);
+        let given_up = since != 0 && now_ms >= since.saturating_add(self.open_for_ms());
+        if (since == 0 || given_up)
+            && self
+                .trial_since_ms
+                .compare_exchange(since, now_ms.max(1), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
         {
             Admission::Go { trial: true }
         } else {
@@ -543,7 +549,7 @@ impl Breaker {
         }
         if self.open_until_ms.load(Ordering::Relaxed) != 0 {
             self.open_until_ms.store(0, Ordering::Release);
-            self.trial.store(false, Ordering::Release);
+            self.trial_since_ms.store(0, Ordering::Release);
             tracing::info!("upstream answers again; circuit closed");
         }
     }
@@ -555,9 +561,7 @@ impl Breaker {
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
         if trial || failures >= self.failures_max {
-            let until = now_ms
-                .saturating_add(u64::try_from(self.open_for.as_millis()).unwrap_or(u64::MAX))
-                .max(1);
+            let until = now_ms.saturating_add(self.open_for_ms()).max(1);
             if self.open_until_ms.swap(until, Ordering::AcqRel) == 0 {
                 tracing::warn!(
                     failures,
@@ -565,8 +569,12 @@ impl Breaker {
                     "upstream failing; circuit open"
                 );
             }
-            self.trial.store(false, Ordering::Release);
+            self.trial_since_ms.store(0, Ordering::Release);
         }
+    }
+
+    fn open_for_ms(&self) -> u64 {
+        u64::try_from(self.open_for.as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -595,9 +603,12 @@ mod tests {
         b.failure(5_060, true);
         assert_eq!(b.admit(5_061), Admission::Refused { retry_after_s: 5 });
         assert_eq!(b.admit(10_060), Admission::Go { trial: true });
+        // A trial that never reports is given up after the open period; another one goes.
+        assert_eq!(b.admit(15_059), Admission::Refused { retry_after_s: 1 });
+        assert_eq!(b.admit(15_060), Admission::Go { trial: true });
         b.success();
-        assert_eq!(b.admit(10_061), go);
-        assert_eq!(b.admit(10_062), go);
+        assert_eq!(b.admit(15_061), go);
+        assert_eq!(b.admit(15_062), go);
     }
 
     #[test]
