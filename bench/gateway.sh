@@ -33,6 +33,8 @@ export STRONGROOM_MODE=production
 export STRONGROOM_DATA_DIR=$BENCH_DIR/strongroom-data
 export STRONGROOM_LISTEN=$LISTEN_ADDR
 export STRONGROOM_UPSTREAM=$UPSTREAM_URL
+# The script's upstream is nginx over plain HTTP on loopback; production mode wants it said.
+export STRONGROOM_UPSTREAM_PLAINTEXT_OK=true
 export STRONGROOM_INTERNAL_KEY_FILE=$key
 export STRONGROOM_TLS_CERT=$BENCH_DIR/tls.crt
 export STRONGROOM_TLS_KEY=$BENCH_DIR/tls.key

@@ -97,16 +97,10 @@ pub fn main() -> ExitCode {
         overrides.insert("upstream".to_owned(), url.clone());
     }
     let role = match cli.command {
-        Command::Ledger => Role::Ledger,
-        _ => Role::Combined,
+        Command::Ledger => Some(Role::Ledger),
+        _ => None,
     };
-    let loaded = load_config(cli.config.as_deref(), MapSource(overrides)).and_then(|config| {
-        if role == Role::Ledger {
-            config.with_role(role)
-        } else {
-            Ok(config)
-        }
-    });
+    let loaded = load_config(cli.config.as_deref(), MapSource(overrides), role);
     let config = match loaded {
         Ok(config) => config,
         Err(e) => {
@@ -146,13 +140,17 @@ pub fn main() -> ExitCode {
 }
 
 /// The configuration: command-line options over the environment over the file.
-fn load_config(file: Option<&std::path::Path>, options: MapSource) -> Result<Config, ConfigError> {
+fn load_config(
+    file: Option<&std::path::Path>,
+    options: MapSource,
+    role: Option<Role>,
+) -> Result<Config, ConfigError> {
     let file = file.map(file_source).transpose()?;
     let mut sources: Vec<&dyn crate::config::Source> = vec![&options, &EnvSource];
     if let Some(file) = &file {
         sources.push(file);
     }
-    Config::load(&Layered(sources))
+    Config::load_as(&Layered(sources), role)
 }
 
 fn run_async(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {

@@ -124,6 +124,10 @@ pub struct Config {
     pub upstream_connect_timeout: Duration,
     /// Most idle keep-alive connections kept to the ledger.
     pub upstream_idle_max: usize,
+    /// Whether an `http://` upstream is accepted in production mode: the assertion is MACed,
+    /// but request and answer bodies cross the network unprotected (for a ledger on the same
+    /// host or behind a protected link; `https://` otherwise).
+    pub upstream_plaintext_ok: bool,
     /// Consecutive upstream failures that open the circuit breaker.
     pub breaker_failures: u32,
     /// How long the open breaker refuses before it lets a trial request through.
@@ -292,6 +296,7 @@ pub const SETTINGS: &[&str] = &[
     "upstream_retries_max",
     "upstream_connect_timeout_ms",
     "upstream_idle_max",
+    "upstream_plaintext_ok",
     "breaker_failures",
     "breaker_open_ms",
     "internal_key_file",
@@ -472,19 +477,6 @@ fn jwks_url(raw: Option<&str>) -> Result<Option<String>, ConfigError> {
 }
 
 impl Config {
-    /// This configuration for another role (`strongroom ledger` uses [`Role::Ledger`]),
-    /// checked again for it.
-    pub fn with_role(mut self, role: Role) -> Result<Config, ConfigError> {
-        if role == Role::Ledger && self.upstream.is_some() {
-            return Err(ConfigError(
-                "upstream is a gateway setting; `strongroom ledger` is the upstream".into(),
-            ));
-        }
-        self.role = role;
-        self.check()?;
-        Ok(self)
-    }
-
     /// The internal assertion key file, if this role uses one: as configured, or in dev mode
     /// `internal.key` in the data directory.
     pub fn internal_key_path(&self) -> Option<PathBuf> {
@@ -500,6 +492,13 @@ impl Config {
 
     /// Reads and validates a configuration.
     pub fn load(source: &dyn Source) -> Result<Config, ConfigError> {
+        Self::load_as(source, None)
+    }
+
+    /// Reads and validates a configuration for `strongroom ledger` ([`Role::Ledger`], checked as
+    /// such: no token keys needed, the internal key is), or, with `None`, for `serve` (the
+    /// gateway alone when `upstream` is set, else the combined server).
+    pub fn load_as(source: &dyn Source, role: Option<Role>) -> Result<Config, ConfigError> {
         let mode = match source.get("mode").as_deref().map(str::trim) {
             None | Some("dev") => Mode::Dev,
             Some("production") => Mode::Production,
@@ -644,6 +643,7 @@ impl Config {
                 600_000,
             )?),
             internal_key_file: path("internal_key_file"),
+            upstream_plaintext_ok: parse(source, "upstream_plaintext_ok", false)?,
             data_dir: path("data_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen: parse(
                 source,
@@ -777,6 +777,15 @@ impl Config {
             )?),
             log: source.get("log").unwrap_or_else(|| DEFAULT_LOG.to_owned()),
         };
+        let mut config = config;
+        if let Some(role) = role {
+            if role == Role::Ledger && config.upstream.is_some() {
+                return Err(ConfigError(
+                    "upstream is a gateway setting; `strongroom ledger` is the upstream".into(),
+                ));
+            }
+            config.role = role;
+        }
         config.check()?;
         Ok(config)
     }
@@ -878,6 +887,15 @@ impl Config {
                     "production mode needs upstream_ca_file for an https:// upstream".into(),
                 ));
             }
+            if self.upstream.as_ref().and_then(|u| u.scheme_str()) == Some("http")
+                && !self.upstream_plaintext_ok
+            {
+                return Err(ConfigError(
+                    "production mode needs an https:// upstream (or upstream_plaintext_ok = true \
+                     for a ledger behind a protected link)"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -908,6 +926,7 @@ impl fmt::Display for Config {
                 self.upstream_connect_timeout.as_millis()
             )?;
             writeln!(f, "upstream_idle_max = {}", self.upstream_idle_max)?;
+            writeln!(f, "upstream_plaintext_ok = {}", self.upstream_plaintext_ok)?;
             writeln!(f, "breaker_failures = {}", self.breaker_failures)?;
             writeln!(f, "breaker_open_ms = {}", self.breaker_open.as_millis())?;
         }
@@ -1141,6 +1160,84 @@ mod tests {
             .expect_err("one too many")
             .0;
         assert!(err.contains("cors_origins"), "{err}");
+    }
+
+    #[test]
+    fn upstream_settings_are_checked() {
+        let c = load(&[("upstream", "https://ledger.internal:8081")]).expect("dev gateway");
+        assert_eq!(c.role, Role::Gateway);
+        assert_eq!(
+            c.internal_key_path(),
+            Some(PathBuf::from(DEFAULT_DATA_DIR).join("internal.key"))
+        );
+        for bad in [
+            "ftp://ledger:21",
+            "https://ledger:8081/v1",
+            "https://ledger:8081/?x=1",
+            "https://",
+            "ledger:8081",
+        ] {
+            let err = load(&[("upstream", bad)]).expect_err(bad).0;
+            assert!(err.contains("upstream"), "{bad}: {err}");
+        }
+        let production = [
+            ("mode", "production"),
+            ("tls_cert", "c.pem"),
+            ("tls_key", "k.pem"),
+            ("jwks_file", "j.json"),
+            ("jwt_issuer", "https://idp"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = production.to_vec();
+            pairs.extend_from_slice(extra);
+            load(&pairs)
+        };
+        let err = |extra: &[(&'static str, &'static str)]| with(extra).expect_err("refused").0;
+        assert!(err(&[("upstream", "https://l:1")]).contains("internal_key_file"));
+        assert!(
+            err(&[("upstream", "https://l:1"), ("internal_key_file", "i.key")])
+                .contains("upstream_ca_file")
+        );
+        assert!(
+            err(&[("upstream", "http://l:1"), ("internal_key_file", "i.key")])
+                .contains("upstream_plaintext_ok")
+        );
+        with(&[
+            ("upstream", "http://l:1"),
+            ("internal_key_file", "i.key"),
+            ("upstream_plaintext_ok", "true"),
+        ])
+        .expect("plain HTTP when said so");
+        with(&[
+            ("upstream", "https://l:1"),
+            ("internal_key_file", "i.key"),
+            ("upstream_ca_file", "ca.pem"),
+        ])
+        .expect("https with a CA");
+        // The ledger alone needs the internal key, not token keys.
+        let source = |pairs: &[(&str, &str)]| {
+            MapSource(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let ledger = |pairs: &[(&str, &str)]| Config::load_as(&source(pairs), Some(Role::Ledger));
+        assert!(
+            load(&production[..3])
+                .expect_err("serve")
+                .0
+                .contains("jwks")
+        );
+        let err = ledger(&production[..3]).expect_err("no key").0;
+        assert!(err.contains("internal_key_file"), "{err}");
+        let mut with_key = production[..3].to_vec();
+        with_key.push(("internal_key_file", "i.key"));
+        assert_eq!(ledger(&with_key).expect("ledger").role, Role::Ledger);
+        let err =
+            ledger(&[("upstream", "http://l:1")]).expect_err("a ledger alone has no upstream");
+        assert!(err.0.contains("upstream"), "{}", err.0);
     }
 
     #[test]

@@ -168,10 +168,8 @@ impl Instance {
         for (name, value) in settings {
             map.insert((*name).into(), (*value).into());
         }
-        let mut config = Config::load(&MapSource(map)).unwrap();
-        if role != Role::Combined {
-            config = config.with_role(role).unwrap();
-        }
+        let config =
+            Config::load_as(&MapSource(map), (role != Role::Combined).then_some(role)).unwrap();
         let running = gateway::server::start(&config).await.unwrap();
         let cert_pem = std::fs::read(&running.info.cert).unwrap();
         Instance {
