@@ -322,7 +322,8 @@ fn head_oversized(req: &Request, headers_max: usize, header_bytes_max: usize) ->
             headers.len()
         ));
     }
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
     let bytes = headers.iter().fold(line, |sum, (name, value)| {
         sum + name.as_str().len() + value.len() + 4
     });
