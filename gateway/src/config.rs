@@ -385,24 +385,32 @@ pub(crate) fn bounded<T: PartialOrd + fmt::Display + Copy>(
 /// Most tenants `mtls_tenants` may list.
 pub const MTLS_TENANTS_MAX: usize = 10_000;
 
-/// `mtls_tenants`: comma-separated tenant ids.
-fn mtls_tenants(raw: Option<&str>) -> Result<Vec<TenantId>, ConfigError> {
+/// A comma-separated setting: at most `len_max` items, each checked by `item`; empty or unset
+/// is none.
+fn comma_list<T>(
+    name: &str,
+    raw: Option<&str>,
+    len_max: usize,
+    item: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, ConfigError> {
     let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
         return Ok(Vec::new());
     };
-    let tenants = raw
-        .split(',')
-        .map(|t| {
-            TenantId::new(t.trim())
-                .ok_or_else(|| ConfigError(format!("mtls_tenants: {t:?} is not a tenant id")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if tenants.len() > MTLS_TENANTS_MAX {
-        return Err(ConfigError(format!(
-            "mtls_tenants: at most {MTLS_TENANTS_MAX} tenants"
-        )));
+    let items: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if items.len() > len_max {
+        return Err(ConfigError(format!("{name}: at most {len_max} items")));
     }
-    Ok(tenants)
+    items
+        .into_iter()
+        .map(|i| item(i).map_err(|why| ConfigError(format!("{name}: {i:?} {why}"))))
+        .collect()
+}
+
+/// `mtls_tenants`: comma-separated tenant ids.
+fn mtls_tenants(raw: Option<&str>) -> Result<Vec<TenantId>, ConfigError> {
+    comma_list("mtls_tenants", raw, MTLS_TENANTS_MAX, |t| {
+        TenantId::new(t).ok_or_else(|| "is not a tenant id".to_owned())
+    })
 }
 
 /// Most origins `cors_origins` may list.
@@ -411,16 +419,7 @@ pub const CORS_ORIGINS_MAX: usize = 64;
 /// `cors_origins`: comma-separated origins, each `http(s)://host[:port]` exactly as a browser
 /// sends it in `Origin`; no wildcard, no path.
 fn cors_origins(raw: Option<&str>) -> Result<Vec<String>, ConfigError> {
-    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
-        return Ok(Vec::new());
-    };
-    let origins: Vec<String> = raw.split(',').map(|o| o.trim().to_owned()).collect();
-    if origins.len() > CORS_ORIGINS_MAX {
-        return Err(ConfigError(format!(
-            "cors_origins: at most {CORS_ORIGINS_MAX} origins"
-        )));
-    }
-    for origin in &origins {
+    comma_list("cors_origins", raw, CORS_ORIGINS_MAX, |origin| {
         let host = origin
             .strip_prefix("https://")
             .or_else(|| origin.strip_prefix("http://"));
@@ -429,13 +428,12 @@ fn cors_origins(raw: Option<&str>) -> Result<Vec<String>, ConfigError> {
                 && h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
         });
-        if !valid {
-            return Err(ConfigError(format!(
-                "cors_origins: {origin:?} is not an origin (scheme://host[:port], no wildcard, no path)"
-            )));
+        if valid {
+            Ok(origin.to_owned())
+        } else {
+            Err("is not an origin (scheme://host[:port], no wildcard, no path)".to_owned())
         }
-    }
-    Ok(origins)
+    })
 }
 
 /// `upstream`: an `http://` or `https://` URL of a host and port, without path or query.
@@ -1160,6 +1158,26 @@ mod tests {
             .expect_err("one too many")
             .0;
         assert!(err.contains("cors_origins"), "{err}");
+        // At most MTLS_TENANTS_MAX tenants.
+        let tenants = |n: usize| {
+            (0..n)
+                .map(|i| format!("t{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let ca = ("tls_client_ca_file", "ca.pem");
+        let most = tenants(MTLS_TENANTS_MAX);
+        assert_eq!(
+            load(&[ca, ("mtls_tenants", &most)])
+                .expect("at the edge")
+                .mtls_tenants
+                .len(),
+            MTLS_TENANTS_MAX
+        );
+        let err = load(&[ca, ("mtls_tenants", &tenants(MTLS_TENANTS_MAX + 1))])
+            .expect_err("one too many")
+            .0;
+        assert!(err.contains("mtls_tenants"), "{err}");
     }
 
     #[test]
