@@ -73,3 +73,47 @@ pub const COMMIT_RETRIES_DEFAULT: u32 = 8;
 pub const TRIAL_BALANCE_PAGE_LEN: usize = 500;
 /// Most collects a trial balance makes before it reports that writes never paused.
 pub const TRIAL_BALANCE_COLLECTS_MAX: u32 = 8;
+
+/// Default longest time a data key of the card vault is cached, for sealing and for opening
+/// (configurable, [`crate::vault::VaultConfig`]): a leaked process image holds at most this
+/// much of a tenant's data keys, and a rotation reaches new data keys within it.
+pub const DATA_KEY_AGE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+/// Shortest setting of the data-key age: below it every seal would call the key service.
+pub const DATA_KEY_AGE_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest setting of the data-key age.
+pub const DATA_KEY_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+/// Default number of values one data key seals before a new one is generated (configurable).
+/// Nonces are 96 random bits, and NIST SP 800-38D (section 8.3) allows at most 2^32
+/// encryptions under one key with random nonces; 2^20 keeps the chance of a repeated nonce
+/// near 2^-57.
+pub const DATA_KEY_USES_DEFAULT: u64 = 1 << 20;
+/// Largest setting of the data-key uses: 2^24, a repeated-nonce chance near 2^-49 and 256 times
+/// under the 2^32 limit.
+pub const DATA_KEY_USES_MAX: u64 = 1 << 24;
+/// Default number of data keys cached, for sealing (one per tenant and purpose) and, apart,
+/// for opening (configurable); the oldest goes first.
+pub const DATA_KEY_CACHE_LEN_DEFAULT: usize = 1024;
+/// Largest setting of the data-key cache.
+pub const DATA_KEY_CACHE_LEN_MAX: usize = 1 << 16;
+/// Most rewrapped data keys the vault remembers (old wrapped key to new), so that every record
+/// sharing a data key costs one rewrap, not one each.
+pub const REWRAP_MEMO_LEN_MAX: usize = 4096;
+/// Longest value the vault seals, in bytes (card data is a few hundred).
+pub const SEALED_VALUE_BYTES_MAX: usize = 64 << 10;
+/// Longest record id a sealed value is bound to, in bytes.
+pub const RECORD_ID_LEN_MAX: usize = 256;
+/// Longest wrapped data key, in bytes (a KMS ciphertext blob of a 256-bit data key is under
+/// 200; a local one 60).
+pub const WRAPPED_KEY_BYTES_MAX: usize = 1024;
+/// Longest key id, in bytes (an ARN is at most 2048).
+pub const KEY_ID_LEN_MAX: usize = 2048;
+/// Default cryptoperiod of a master key: past it, `keys status` and the start-up log call the
+/// key overdue for rotation. AWS KMS rotates yearly by default.
+pub const CRYPTOPERIOD_DEFAULT: std::time::Duration =
+    std::time::Duration::from_secs(365 * 24 * 3600);
+/// Shortest cryptoperiod setting.
+pub const CRYPTOPERIOD_MIN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Longest cryptoperiod setting: NIST SP 800-57 Part 1 (5.3.6) gives a key-wrapping key at most
+/// two years of use.
+pub const CRYPTOPERIOD_MAX: std::time::Duration =
+    std::time::Duration::from_secs(2 * 365 * 24 * 3600);
