@@ -27,6 +27,15 @@ pub const FORMAT_ENTRY_PAGE_V2: u8 = 5;
 /// Format byte of a batch's idempotency record that names its transfers in their packs
 /// (postcard), see `command::BatchRecord`.
 pub const FORMAT_BATCH_RECORD_V1: u8 = 6;
+/// Format byte of a transfer's own item whose record may name a card instrument (postcard),
+/// see `transfer_pack.rs`; format 1 holds the shape before cards.
+pub const FORMAT_TRANSFER_V2: u8 = 7;
+/// Format byte of a transfer pack whose transfers may name a card instrument (postcard);
+/// format 3 holds the shape before cards.
+pub const FORMAT_TRANSFER_PACK_V2: u8 = 8;
+/// Format byte of an idempotency record whose outcome may hold a card or transfers that name
+/// one (postcard), see `command.rs`; format 1 holds the shape before cards.
+pub const FORMAT_RECORD_V2: u8 = 9;
 
 /// Encodes a record.
 pub fn encode<T: Serialize + ?Sized>(record: &T) -> Vec<u8> {

@@ -7,15 +7,16 @@ use sha2::{Digest, Sha256};
 
 use crate::account::Metadata;
 use crate::account::{Account, NewAccount, StatusAction};
+use crate::card::{Card, CardRecord};
 use crate::codec;
 use crate::error::{Error, Rejection};
-use crate::ids::{AccountId, IdempotencyKey, TenantId, TransferId};
+use crate::ids::{AccountId, CardId, IdempotencyKey, TenantId, TransferId};
 use crate::layout;
 use crate::limits::ENTRY_PAGE_LEN_MAX;
 use crate::money::Amount;
 use crate::store::{Item, Key, KeyHasher};
 use crate::time::Timestamp;
-use crate::transfer::{Leg, NewTransfer, Transfer};
+use crate::transfer::{Leg, NewTransfer, Transfer, TransferV1};
 use crate::transfer_pack::{self, PackFill};
 
 /// How a batch treats a failing transfer.
@@ -58,6 +59,18 @@ pub(crate) enum Op {
     ExpireHold {
         transfer: TransferId,
     },
+    /// Stores a tokenized card, sealed before it reached the committer.
+    CreateCard {
+        /// A keyed digest of the request (number, expiry, name: `Ledger::tokenize_card`), which
+        /// is the op's fingerprint: the record itself is sealed under a fresh nonce each time,
+        /// so a retry of the same request would otherwise look like another request.
+        request: [u8; 32],
+        record: Box<CardRecord>,
+    },
+    /// Destroys a card's sealed number.
+    DeleteCard {
+        card: CardId,
+    },
 }
 
 impl Op {
@@ -85,6 +98,9 @@ impl Op {
                 // Up to LEGS_MAX heads and entry pages, the new transfer's pack and the
                 // original's own item.
                 Op::Reverse { .. } => 2 * crate::limits::LEGS_MAX + 2,
+                // The card, and the tenant's row in the registry when it is new.
+                Op::CreateCard { .. } => 2,
+                Op::DeleteCard { .. } => 1,
             };
         match self {
             Op::Reverse { .. } => items.min(store_max),
@@ -112,7 +128,13 @@ impl Op {
     pub(crate) fn fingerprint(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
         hasher.update(b"strongroom/op/v1\0");
-        hasher.update(crate::codec::encode(self));
+        match self {
+            Op::CreateCard { request, .. } => {
+                hasher.update(b"create-card\0");
+                hasher.update(request);
+            }
+            _ => hasher.update(crate::codec::encode(self)),
+        }
         hasher.finalize().into()
     }
 }
@@ -129,6 +151,44 @@ pub enum Outcome {
     Batch(Vec<Result<Transfer, Rejection>>),
     /// The command had nothing to do (the ledger's own hold expiry found the hold resolved).
     Nothing,
+    // Variants are stored by position (postcard): new ones go at the end.
+    /// A card was tokenized or deleted (its shown part only; never the number).
+    Card(Card),
+}
+
+/// An idempotency record as builds before cards stored it (format 1): transfers without an
+/// instrument, and no card outcome.
+#[derive(Deserialize)]
+struct IdempotencyRecordV1 {
+    fingerprint: [u8; 32],
+    outcome: OutcomeV1,
+    at: Timestamp,
+}
+
+#[derive(Deserialize)]
+enum OutcomeV1 {
+    Account(Account),
+    Transfer(TransferV1),
+    Batch(Vec<Result<TransferV1, Rejection>>),
+    Nothing,
+}
+
+impl From<IdempotencyRecordV1> for IdempotencyRecord {
+    fn from(r: IdempotencyRecordV1) -> IdempotencyRecord {
+        let outcome = match r.outcome {
+            OutcomeV1::Account(a) => Outcome::Account(a),
+            OutcomeV1::Transfer(t) => Outcome::Transfer(t.into()),
+            OutcomeV1::Batch(results) => {
+                Outcome::Batch(results.into_iter().map(|r| r.map(Transfer::from)).collect())
+            }
+            OutcomeV1::Nothing => Outcome::Nothing,
+        };
+        IdempotencyRecord {
+            fingerprint: r.fingerprint,
+            outcome,
+            at: r.at,
+        }
+    }
 }
 
 /// A command's result, and whether it was replayed from an earlier request with the same key.
@@ -177,8 +237,12 @@ pub(crate) fn decode_record<'a>(
     tenant: &TenantId,
     pack: impl Fn(&Key) -> Option<&'a Item>,
 ) -> Result<IdempotencyRecord, Error> {
-    if item.body.first() != Some(&codec::FORMAT_BATCH_RECORD_V1) {
-        return codec::decode(item);
+    match item.body.first() {
+        Some(&codec::FORMAT_BATCH_RECORD_V1) => {}
+        Some(&codec::FORMAT_POSTCARD_V1) => {
+            return codec::decode::<IdempotencyRecordV1>(item).map(IdempotencyRecord::from);
+        }
+        _ => return codec::decode_as(codec::FORMAT_RECORD_V2, item),
     }
     let record: BatchRecord = codec::decode_as(codec::FORMAT_BATCH_RECORD_V1, item)?;
     let mut results = Vec::with_capacity(record.results.len());
@@ -229,7 +293,7 @@ pub(crate) fn encode_record(
         };
         return codec::encode_as(codec::FORMAT_BATCH_RECORD_V1, &compact);
     }
-    codec::encode(record)
+    codec::encode_as(codec::FORMAT_RECORD_V2, record)
 }
 
 /// A command on its way to the committer.
@@ -358,6 +422,7 @@ mod record_tests {
             reversed_by: None,
             created_at: at,
             updated_at: at,
+            instrument: None,
         }
     }
 
@@ -405,7 +470,7 @@ mod record_tests {
         ));
         // A transfer the packs do not hold as the batch made it: the record is stored whole.
         let whole = item(key, encode_record(&record, |t| t.id != made[2].id));
-        assert_eq!(whole.body[0], codec::FORMAT_POSTCARD_V1);
+        assert_eq!(whole.body[0], codec::FORMAT_RECORD_V2);
         assert_eq!(
             decode_record(&whole, &tenant, |_| None).expect("read"),
             record

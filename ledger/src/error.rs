@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountStatus, StatusAction};
-use crate::ids::{AccountId, TransferId};
+use crate::ids::{AccountId, CardId, TransferId};
 use crate::money::Currency;
 use crate::store::StoreError;
 use crate::transfer::TransferState;
@@ -170,6 +170,19 @@ pub enum Rejection {
         /// Items allowed.
         max: usize,
     },
+    // Variants are stored by position (postcard): new ones go at the end.
+    /// A transfer names a card the tenant does not hold (never tokenized, or deleted).
+    #[error("card {card} does not exist")]
+    UnknownCard {
+        /// The card.
+        card: CardId,
+    },
+    /// A transfer names a card whose expiry has passed.
+    #[error("card {card} has expired")]
+    CardExpired {
+        /// The card.
+        card: CardId,
+    },
 }
 
 /// One failed item of an atomic batch.
@@ -211,6 +224,10 @@ pub enum Error {
     /// The store failed; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The vault could not seal or open a card: the key service failed or refused, or a
+    /// sealed value did not decrypt (altered, or moved from another record or tenant).
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
     /// A stored item broke an invariant when read back.
     #[error("invariant broken: {0}")]
     Corrupt(String),

@@ -1,4 +1,4 @@
-//! Identifiers: tenants, accounts, transfers and idempotency keys.
+//! Identifiers: tenants, accounts, transfers, cards and idempotency keys.
 //!
 //! Account and transfer ids are a type prefix and a ULID (`acct_01J…`, `xfer_01J…`), so they sort
 //! by creation time and say what they name. Every id is validated when parsed; none can contain
@@ -153,6 +153,21 @@ prefixed_id!(
     TransferId,
     "xfer_"
 );
+prefixed_id!(
+    /// A tokenized card in the vault: `card_` and a ULID.
+    CardId,
+    "card_"
+);
+
+impl CardId {
+    /// The card's shard of its tenant's card partitions (`layout::card`), from the ULID's
+    /// random low bits, so that a tenant's cards spread over [`CARD_SHARDS`] partitions.
+    ///
+    /// [`CARD_SHARDS`]: crate::limits::CARD_SHARDS
+    pub fn shard(&self) -> u32 {
+        (self.0.0 % u128::from(crate::limits::CARD_SHARDS)) as u32
+    }
+}
 
 impl TransferId {
     /// Low bits of a transfer id that number it within its pack (see `transfer_pack.rs`): the
@@ -227,6 +242,11 @@ impl IdGen {
     /// A new account id.
     pub fn account(&self, now: Timestamp) -> AccountId {
         AccountId(self.next(now))
+    }
+
+    /// A new card id.
+    pub fn card(&self, now: Timestamp) -> CardId {
+        CardId(self.next(now))
     }
 
     /// A new transfer id.

@@ -13,6 +13,8 @@
 //! | hold expiry | `HOLDS#{shard:02}` | `{expires_at_us:020}#{tenant}#{transfer}` |
 //! | tenant registry | `TENANTS` | `{tenant}` |
 //! | the cursor key | `SECRETS` | `CURSOR` |
+//! | card (vault) | `T#{tenant}#CARDS#{shard:02}` | `{card}` |
+//! | the PAN-fingerprint key, wrapped | `SECRETS` | `FINGERPRINT` |
 //!
 //! Every tenant-owned key starts with the tenant, which the gateway takes from a verified token:
 //! another tenant's id simply names a key that does not exist, so it answers 404. An account's
@@ -20,8 +22,8 @@
 //! committer never writes an entry earlier than the account's last, so one range query answers
 //! both "history" and "balance as of".
 
-use crate::ids::{AccountId, IdempotencyKey, TenantId, TransferId};
-use crate::limits::HOLD_EXPIRY_SHARDS;
+use crate::ids::{AccountId, CardId, IdempotencyKey, TenantId, TransferId};
+use crate::limits::{CARD_SHARDS, HOLD_EXPIRY_SHARDS};
 use crate::store::{Key, Query};
 use crate::time::Timestamp;
 
@@ -190,6 +192,26 @@ pub const TENANTS: &str = "TENANTS";
 /// The key that authenticates cursors, shared by every process on the store.
 pub fn cursor_secret() -> Key {
     Key::new("SECRETS", "CURSOR")
+}
+
+/// The PAN-fingerprint key, wrapped by the key service; shared by every process on the store.
+pub fn fingerprint_secret() -> Key {
+    Key::new("SECRETS", "FINGERPRINT")
+}
+
+/// The partition of one shard of a tenant's cards.
+pub fn card_partition(tenant: &TenantId, shard: u32) -> String {
+    format!("T#{tenant}#CARDS#{shard:02}")
+}
+
+/// A card's record: its masked form, fingerprint and sealed number (see `card.rs`).
+pub fn card(tenant: &TenantId, card: &CardId) -> Key {
+    Key::new(card_partition(tenant, card.shard()), card.to_string())
+}
+
+/// Every shard of a tenant's cards, for walking them all (`keys rewrap`).
+pub fn card_shards(tenant: &TenantId) -> impl Iterator<Item = String> + '_ {
+    (0..CARD_SHARDS).map(move |shard| card_partition(tenant, shard))
 }
 
 /// A tenant's row in the registry.

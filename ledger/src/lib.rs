@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod account;
+pub mod card;
 pub mod codec;
 pub mod command;
 mod commit;
@@ -33,6 +34,7 @@ pub mod time;
 pub mod transfer;
 mod transfer_pack;
 pub mod trial;
+pub mod vault;
 
 pub use account::{
     Account, AccountStatus, BalanceConstraint, Balances, Metadata, NewAccount, Side, StatusAction,
@@ -40,7 +42,7 @@ pub use account::{
 pub use command::{BatchMode, Committed};
 pub use commit::{BARRIER_PAUSE_MAX, CommitConfig, CommitStats};
 pub use error::{BatchFailure, Error, Rejection, Result};
-pub use ids::{AccountId, IdempotencyKey, TenantId, TransferId};
+pub use ids::{AccountId, CardId, IdempotencyKey, TenantId, TransferId};
 pub use money::{Amount, Currency};
 pub use service::{BalanceAt, Ledger, LedgerConfig, Listing, PageRequest};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

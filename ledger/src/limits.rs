@@ -117,3 +117,15 @@ pub const CRYPTOPERIOD_MIN: std::time::Duration = std::time::Duration::from_secs
 /// two years of use.
 pub const CRYPTOPERIOD_MAX: std::time::Duration =
     std::time::Duration::from_secs(2 * 365 * 24 * 3600);
+
+/// Partitions of a tenant's cards (`layout::card`): a tenant that tokenizes many cards writes
+/// to this many partitions, not one (a DynamoDB partition takes about 1,000 writes a second).
+pub const CARD_SHARDS: u32 = 16;
+/// Longest cardholder name, in bytes.
+pub const CARDHOLDER_NAME_LEN_MAX: usize = 128;
+/// Longest stated reason for revealing a card number, in bytes.
+pub const REVEAL_REASON_LEN_MAX: usize = 256;
+/// Shortest stated reason for revealing a card number, in bytes.
+pub const REVEAL_REASON_LEN_MIN: usize = 8;
+/// Most cards read per page when `keys rewrap` walks a card partition.
+pub const REWRAP_PAGE_LEN: usize = 100;

@@ -16,11 +16,12 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::account::Metadata;
 use crate::account::{Account, AccountStatus, Balances, NewAccount, Side, StatusAction};
+use crate::card::{Card, CardRecord};
 use crate::codec::{FORMAT_BATCH_RECORD_V1, decode_as, encode};
 use crate::command::{BatchMode, BatchRecord, Command, Committed, IdempotencyRecord, Op, Outcome};
 use crate::error::{BatchFailure, Error, Rejection};
 use crate::history;
-use crate::ids::{AccountId, IdGen, TenantId, TransferId};
+use crate::ids::{AccountId, CardId, IdGen, TenantId, TransferId};
 use crate::layout;
 use crate::limits::BATCH_TRANSFERS_MAX;
 use crate::money::{Amount, Currency};
@@ -62,6 +63,8 @@ enum Pending {
     Upsert(Vec<u8>),
     /// Remove.
     Delete,
+    /// Replace an item read at `read_version` (a card's deletion), under that version.
+    Replace { body: Vec<u8>, read_version: u64 },
 }
 
 /// A record read from the snapshot, and what the batch did to it.
@@ -138,13 +141,23 @@ pub(crate) fn first_reads(commands: &[Command]) -> Vec<Key> {
             ),
             Op::SetStatus { account, .. } => keys.push(layout::account(t, account)),
             Op::Transfer(new) => {
-                keys.extend(new.legs().iter().map(|l| layout::account(t, &l.account)))
+                keys.extend(new.legs().iter().map(|l| layout::account(t, &l.account)));
+                keys.extend(new.instrument().map(|c| layout::card(t, &c)));
             }
-            Op::Batch { transfers, .. } => keys.extend(
-                transfers
-                    .iter()
-                    .flat_map(|n| n.legs().iter().map(|l| layout::account(t, &l.account))),
-            ),
+            Op::Batch { transfers, .. } => {
+                keys.extend(
+                    transfers
+                        .iter()
+                        .flat_map(|n| n.legs().iter().map(|l| layout::account(t, &l.account))),
+                );
+                keys.extend(
+                    transfers
+                        .iter()
+                        .filter_map(|n| n.instrument().map(|c| layout::card(t, &c))),
+                );
+            }
+            Op::CreateCard { .. } => keys.push(layout::tenant(t)),
+            Op::DeleteCard { card } => keys.push(layout::card(t, card)),
             Op::Post { transfer, .. }
             | Op::Void { transfer }
             | Op::Reverse { transfer, .. }
@@ -382,7 +395,10 @@ impl<'a> Planner<'a> {
                 // at the version read; an earlier build's single item in place.
                 (None, value) => ops.extend(head(
                     self.singles.get(&key).cloned().unwrap_or(key),
-                    value.as_ref().map(encode).as_deref(),
+                    value
+                        .as_ref()
+                        .map(transfer_pack::encode_transfer)
+                        .as_deref(),
                     slot.read_version,
                     Condition::NotExists,
                 )),
@@ -424,6 +440,14 @@ impl<'a> Planner<'a> {
                 Pending::Delete => WriteOp::Delete {
                     key,
                     condition: Condition::None,
+                },
+                Pending::Replace { body, read_version } => WriteOp::Put {
+                    item: Item {
+                        key,
+                        version: read_version + 1,
+                        body,
+                    },
+                    condition: Condition::Version(read_version),
                 },
             });
         }
@@ -477,6 +501,100 @@ impl<'a> Planner<'a> {
                 .reverse(tenant, transfer, description, metadata)
                 .map(Outcome::Transfer),
             Op::ExpireHold { transfer } => self.expire(tenant, transfer),
+            Op::CreateCard { record, .. } => self.create_card(tenant, record).map(Outcome::Card),
+            Op::DeleteCard { card } => self.delete_card(tenant, card).map(Outcome::Card),
+        }
+    }
+
+    // ---- cards --------------------------------------------------------------------------------
+
+    fn create_card(&mut self, tenant: &TenantId, record: &CardRecord) -> Result<Card, Fail> {
+        let key = layout::card(tenant, &record.card.id);
+        // A fresh id (`Ledger::tokenize_card`); the write is conditioned on it being free.
+        self.insert(key, encode(record));
+        // The registry lists every tenant with data, so that `keys rewrap` finds their cards;
+        // written only when missing, so that tokenizing does not rewrite one hot item.
+        let registry = layout::tenant(tenant);
+        if !self.exists(&registry)? {
+            self.top()
+                .writes
+                .push((registry, Pending::Upsert(encode(tenant))));
+        }
+        Ok(record.card.clone())
+    }
+
+    fn delete_card(&mut self, tenant: &TenantId, id: &CardId) -> Result<Card, Fail> {
+        let key = layout::card(tenant, id);
+        let (mut record, read_version) = match self.card(tenant, id)? {
+            Some((record, _)) if record.sealed.is_none() => return Err(Fail::NotFound),
+            Some(found) => found,
+            None => return Err(Fail::NotFound),
+        };
+        record.sealed = None;
+        record.deleted_at = Some(self.now);
+        let body = encode(&record);
+        let pending = match read_version {
+            Some(read_version) => Pending::Replace { body, read_version },
+            None => Pending::Insert(body),
+        };
+        self.top().writes.push((key, pending));
+        Ok(record.card)
+    }
+
+    /// A card as the batch sees it: staged by an earlier command of the batch, or as read
+    /// (with the version it was read at).
+    fn card(
+        &self,
+        tenant: &TenantId,
+        id: &CardId,
+    ) -> Result<Option<(CardRecord, Option<u64>)>, Fail> {
+        let key = layout::card(tenant, id);
+        let staged = self
+            .layers
+            .iter()
+            .rev()
+            .flat_map(|l| l.writes.iter().rev())
+            .find(|(k, _)| *k == key)
+            .map(|(_, p)| p)
+            .or_else(|| self.writes.get(&key));
+        let decode_card = |body: &[u8]| {
+            crate::codec::decode::<CardRecord>(&Item {
+                key: key.clone(),
+                version: 0,
+                body: body.to_vec(),
+            })
+            .map_err(|e| Fail::Fatal(e.to_string()))
+        };
+        let found = match staged {
+            Some(Pending::Delete) => return Ok(None),
+            Some(Pending::Insert(body) | Pending::Upsert(body)) => (decode_card(body)?, None),
+            Some(Pending::Replace { body, read_version }) => {
+                (decode_card(body)?, Some(*read_version))
+            }
+            None => match self.read(&key)? {
+                None => return Ok(None),
+                Some(item) => (decode_card(&item.body)?, Some(item.version)),
+            },
+        };
+        if found.0.card.id != *id {
+            return Err(Fail::Fatal(format!(
+                "item {key:?} holds card {}",
+                found.0.card.id
+            )));
+        }
+        Ok(Some(found))
+    }
+
+    /// A transfer's card: held by the tenant, not deleted, not expired.
+    fn check_instrument(&self, tenant: &TenantId, card: &CardId) -> Result<(), Fail> {
+        match self.card(tenant, card)? {
+            Some((record, _)) if record.sealed.is_some() => {
+                if record.card.expiry.expired_at(self.now) {
+                    return Err(Rejection::CardExpired { card: *card }.into());
+                }
+                Ok(())
+            }
+            _ => Err(Rejection::UnknownCard { card: *card }.into()),
         }
     }
 
@@ -611,6 +729,9 @@ impl<'a> Planner<'a> {
         new: &NewTransfer,
         reverses: Option<TransferId>,
     ) -> Result<Transfer, Fail> {
+        if let Some(card) = &new.instrument {
+            self.check_instrument(tenant, card)?;
+        }
         let mut accounts = Vec::with_capacity(new.legs().len());
         for leg in new.legs() {
             let account = self.account(tenant, &leg.account)?;
@@ -672,6 +793,7 @@ impl<'a> Planner<'a> {
             reversed_by: None,
             created_at: self.now,
             updated_at: self.now,
+            instrument: new.instrument,
         };
         if let Some(hold) = &transfer.hold {
             self.insert(
@@ -1111,8 +1233,18 @@ fn merge(writes: &mut BTreeMap<Key, Pending>, key: Key, pending: Pending) {
         (E::Occupied(o), Pending::Delete) if matches!(o.get(), Pending::Insert(_)) => {
             o.remove();
         }
-        (E::Occupied(mut o), Pending::Upsert(body)) if matches!(o.get(), Pending::Insert(_)) => {
+        (E::Occupied(mut o), Pending::Upsert(body) | Pending::Replace { body, .. })
+            if matches!(o.get(), Pending::Insert(_)) =>
+        {
             o.insert(Pending::Insert(body));
+        }
+        // Replaced twice in one batch: conditioned on the version first read.
+        (E::Occupied(mut o), Pending::Replace { body, .. })
+            if matches!(o.get(), Pending::Replace { .. }) =>
+        {
+            if let Pending::Replace { read_version, .. } = *o.get() {
+                o.insert(Pending::Replace { body, read_version });
+            }
         }
         (E::Occupied(mut o), p) => {
             o.insert(p);

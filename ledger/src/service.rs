@@ -30,6 +30,7 @@ use crate::time::{Clock, Timestamp};
 use crate::transfer::{Entry, NewTransfer, Transfer};
 use crate::transfer_pack;
 use crate::trial::{self, TrialBalance};
+use crate::vault::{Secret, Vault};
 
 /// Everything the ledger needs besides a store and a clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,11 +100,30 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Loaded from the store (or created there) on first use.
     cursor_key: tokio::sync::OnceCell<CursorKey>,
+    /// Card ids; the committer has its own generator.
+    ids: IdGen,
+    /// Seals and opens card numbers; `None` when no key service is configured (cards are
+    /// then refused).
+    vault: Option<Vault>,
+    /// The PAN-fingerprint key: read from the store and unwrapped (or created there) on first
+    /// use, like the cursor key.
+    fingerprint_key: tokio::sync::OnceCell<Secret>,
 }
 
 impl Ledger {
-    /// Starts the committer (and the hold sweeper) on the current tokio runtime.
+    /// Starts the committer (and the hold sweeper) on the current tokio runtime, without a
+    /// vault: card calls fail.
     pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: LedgerConfig) -> Ledger {
+        Ledger::start_with_vault(store, clock, config, None)
+    }
+
+    /// Starts the ledger with a vault for card numbers.
+    pub fn start_with_vault(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: LedgerConfig,
+        vault: Option<Vault>,
+    ) -> Ledger {
         let (tx, rx) = mpsc::channel(config.commit.queue_len_max.max(1));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (stats_tx, stats) = watch::channel(CommitStats::default());
@@ -128,6 +148,9 @@ impl Ledger {
                 stats,
                 tasks: Mutex::new(Vec::new()),
                 cursor_key: tokio::sync::OnceCell::new(),
+                ids: IdGen::new(),
+                vault,
+                fingerprint_key: tokio::sync::OnceCell::new(),
             }),
         };
         if let Some(interval) = config.hold_sweep_interval {
@@ -176,6 +199,33 @@ impl Ledger {
         *self.inner.stats.borrow()
     }
 
+    /// The vault, if one is configured.
+    pub fn vault(&self) -> Result<&Vault> {
+        self.inner.vault.as_ref().ok_or_else(|| {
+            Error::Vault(crate::vault::VaultError::Invalid(
+                "no key service is configured for card numbers".into(),
+            ))
+        })
+    }
+
+    /// The clock.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// A new card id.
+    pub(crate) fn new_card_id(&self) -> crate::ids::CardId {
+        self.inner.ids.card(self.now())
+    }
+
+    /// The PAN-fingerprint key, unwrapped once per process.
+    pub(crate) async fn fingerprint_key(&self) -> Result<&Secret> {
+        self.inner
+            .fingerprint_key
+            .get_or_try_init(|| crate::card::service::load_fingerprint_key(self))
+            .await
+    }
+
     /// Every counter of the ledger and its store, for a metrics endpoint.
     pub fn metrics(&self) -> Vec<Metric> {
         let stats = self.commit_stats();
@@ -198,6 +248,9 @@ impl Ledger {
         ];
         if let Ok(store) = self.store() {
             out.extend(store.metrics());
+        }
+        if let Some(vault) = &self.inner.vault {
+            out.extend(vault.metrics());
         }
         out
     }
@@ -238,12 +291,12 @@ impl Ledger {
     }
 
     /// The store, until shutdown releases it.
-    fn store(&self) -> Result<Arc<dyn Store>> {
+    pub(crate) fn store(&self) -> Result<Arc<dyn Store>> {
         let store = self.inner.store.read().unwrap_or_else(|p| p.into_inner());
         store.clone().ok_or(Error::ShuttingDown)
     }
 
-    async fn submit(
+    pub(crate) async fn submit(
         &self,
         tenant: &TenantId,
         key: Option<IdempotencyKey>,
@@ -528,7 +581,7 @@ impl Ledger {
             .await?;
         for (transfer, state) in items.iter_mut().zip(states) {
             if let Some(item) = state {
-                *transfer = decode(&item)?;
+                *transfer = transfer_pack::decode_transfer(&item)?;
             }
         }
         let next_cursor = match (more, items.last()) {
@@ -797,12 +850,13 @@ fn expect_transfer(committed: Committed<Outcome>) -> Result<Committed<Transfer>>
     }
 }
 
-fn unexpected(outcome: &Outcome) -> Error {
+pub(crate) fn unexpected(outcome: &Outcome) -> Error {
     let kind = match outcome {
         Outcome::Account(_) => "account",
         Outcome::Transfer(_) => "transfer",
         Outcome::Batch(_) => "batch",
         Outcome::Nothing => "nothing",
+        Outcome::Card(_) => "card",
     };
     Error::Corrupt(format!(
         "the committer answered with an unexpected {kind} outcome"

@@ -19,13 +19,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{FORMAT_TRANSFER_PACK_V1, decode, decode_as, encode_as};
+use crate::codec::{
+    FORMAT_POSTCARD_V1, FORMAT_TRANSFER_PACK_V1, FORMAT_TRANSFER_PACK_V2, FORMAT_TRANSFER_V2,
+    decode, decode_as, encode_as,
+};
 use crate::error::Error;
 use crate::ids::{TenantId, TransferId};
 use crate::layout;
 use crate::limits::{TRANSFER_PACK_BYTES_MAX, TRANSFER_PACK_LEN_MAX};
 use crate::store::{Item, Key};
-use crate::transfer::{NewTransfer, Transfer};
+use crate::transfer::{NewTransfer, Transfer, TransferV1};
 
 /// How a batch fills a tenant's packs, one new transfer after another: the rule the planner
 /// assigns ids by and the committer's item budget counts by. A pack takes transfers until it
@@ -100,7 +103,21 @@ struct Pack(Vec<Transfer>);
 
 /// Encodes a pack's transfers (in id order).
 pub(crate) fn encode_pack(transfers: &[Transfer]) -> Vec<u8> {
-    encode_as(FORMAT_TRANSFER_PACK_V1, transfers)
+    encode_as(FORMAT_TRANSFER_PACK_V2, transfers)
+}
+
+/// The body of a transfer's own item.
+pub(crate) fn encode_transfer(transfer: &Transfer) -> Vec<u8> {
+    encode_as(FORMAT_TRANSFER_V2, transfer)
+}
+
+/// A transfer's own item (or an earlier build's single item), in either shape.
+pub(crate) fn decode_transfer(item: &Item) -> Result<Transfer, Error> {
+    match item.body.first() {
+        Some(&FORMAT_TRANSFER_V2) => decode_as(FORMAT_TRANSFER_V2, item),
+        Some(&FORMAT_POSTCARD_V1) => decode::<TransferV1>(item).map(Transfer::from),
+        _ => decode_as(FORMAT_TRANSFER_V2, item),
+    }
 }
 
 /// The keys that may hold a transfer, most recent first: its own item once changed, its pack,
@@ -116,11 +133,15 @@ pub(crate) fn keys(tenant: &TenantId, id: &TransferId) -> [Key; 3] {
 /// The transfers an item of the transfer listing holds: a pack's, or one single transfer.
 pub(crate) fn expand(item: &Item) -> Result<Vec<Transfer>, Error> {
     match item.body.first() {
-        Some(&FORMAT_TRANSFER_PACK_V1) => {
-            let pack: Pack = decode_as(FORMAT_TRANSFER_PACK_V1, item)?;
+        Some(&FORMAT_TRANSFER_PACK_V2) => {
+            let pack: Pack = decode_as(FORMAT_TRANSFER_PACK_V2, item)?;
             Ok(pack.0)
         }
-        _ => Ok(vec![decode(item)?]),
+        Some(&FORMAT_TRANSFER_PACK_V1) => {
+            let pack: Vec<TransferV1> = decode_as(FORMAT_TRANSFER_PACK_V1, item)?;
+            Ok(pack.into_iter().map(Transfer::from).collect())
+        }
+        _ => Ok(vec![decode_transfer(item)?]),
     }
 }
 
@@ -152,7 +173,10 @@ pub(crate) fn find(
         }
     };
     if let Some(item) = state {
-        return Ok(Some((check(decode(item)?, item)?, Home::Own(item.version))));
+        return Ok(Some((
+            check(decode_transfer(item)?, item)?,
+            Home::Own(item.version),
+        )));
     }
     if let Some(item) = pack {
         let found = expand(item)?.into_iter().find(|t| t.id == *id);
@@ -162,7 +186,7 @@ pub(crate) fn find(
     }
     match single {
         Some(item) => Ok(Some((
-            check(decode(item)?, item)?,
+            check(decode_transfer(item)?, item)?,
             Home::Single(item.version),
         ))),
         None => Ok(None),

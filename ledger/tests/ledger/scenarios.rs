@@ -5,6 +5,7 @@
 
 mod accounts;
 mod batches;
+mod cards;
 mod group_commit;
 mod history;
 mod holds;

@@ -334,5 +334,5 @@ async fn a_batchs_idempotency_record_names_its_transfers_in_their_pack() {
         .iter()
         .find(|i| i.key == layout::idempotency(&acme, &single))
         .unwrap();
-    assert_eq!(record.body[0], ledger::codec::FORMAT_POSTCARD_V1);
+    assert_eq!(record.body[0], ledger::codec::FORMAT_RECORD_V2);
 }
