@@ -77,6 +77,12 @@ enum Command {
         #[command(subcommand)]
         action: DynamodbCommand,
     },
+    /// The key service that wraps the vault's data keys (`key_service`, `keyring_file`,
+    /// `kms_key_id`).
+    Keys {
+        #[command(subcommand)]
+        action: crate::keys::KeysCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +142,7 @@ pub fn main() -> ExitCode {
         Command::Dynamodb {
             action: DynamodbCommand::CreateTables,
         } => run_async(create_tables(config)),
+        Command::Keys { action } => run_async(crate::keys::command(config, action)),
     }
 }
 

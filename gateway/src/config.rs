@@ -208,6 +208,8 @@ pub struct Config {
     /// The DynamoDB table settings (used by `store = "dynamodb"` and by
     /// `strongroom dynamodb create-tables`).
     pub dynamodb: DynamoConfig,
+    /// The key service and the card vault (see [`crate::keys`]).
+    pub vault: crate::keys::VaultSettings,
     /// Group commit bounds.
     pub commit: CommitConfig,
     /// Hold-expiry sweep interval.
@@ -349,6 +351,17 @@ pub const SETTINGS: &[&str] = &[
     "commit_retries_max",
     "hold_sweep_ms",
     "log",
+    "rate_reveal",
+    "key_service",
+    "keyring_file",
+    "kms_key_id",
+    "kms_region",
+    "kms_endpoint",
+    "data_key_age_max_ms",
+    "data_key_uses_max",
+    "data_key_cache_max",
+    "key_cryptoperiod_days",
+    "card_mask",
 ];
 
 pub(crate) fn parse<T: std::str::FromStr>(
@@ -766,6 +779,10 @@ impl Config {
             )?,
             store,
             dynamodb,
+            vault: crate::keys::VaultSettings::load(
+                source,
+                &path("data_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            )?,
             commit,
             hold_sweep_interval: Duration::from_millis(bounded(
                 "hold_sweep_ms",
@@ -1059,6 +1076,15 @@ impl fmt::Display for Config {
             f,
             "hold_sweep_ms = {}",
             self.hold_sweep_interval.as_millis()
+        )?;
+        writeln!(f, "{}", self.vault)?;
+        writeln!(
+            f,
+            "rate_reveal = {}",
+            self.rate.reveal.map_or_else(
+                || crate::ratelimit::settings::DEFAULT_RATE_REVEAL.to_owned(),
+                |r| r.to_string()
+            )
         )?;
         write!(f, "log = {}", self.log)
     }

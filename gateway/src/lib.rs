@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod internal;
 pub mod jwks;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod mtls;

@@ -79,6 +79,9 @@ pub enum StartError {
     /// The upstream client (split deployment).
     #[error(transparent)]
     Upstream(#[from] crate::proxy::UpstreamError),
+    /// The key service would not open (a keyring with loose permissions, KMS unreachable).
+    #[error(transparent)]
+    KeyService(#[from] crate::keys::KeysError),
     /// The store would not open.
     #[error("store: {0}")]
     Store(#[from] ledger::store::StoreError),
@@ -344,13 +347,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         }
         (_, key) => {
             let store = open_store(config).await?;
-            let ledger = Ledger::start(
+            let vault = crate::keys::vault(&config.vault, config.mode).await?;
+            let ledger = Ledger::start_with_vault(
                 store,
                 Arc::new(SystemClock),
                 LedgerConfig {
                     commit: config.commit,
                     hold_sweep_interval: Some(config.hold_sweep_interval),
                 },
+                Some(vault),
             );
             let state = Arc::new(AppState {
                 ledger: ledger.clone(),
@@ -361,6 +366,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 draining: draining.clone(),
                 body_bytes_max: config.body_bytes_max,
                 policy,
+                card_mask: config.vault.mask,
             });
             (Serve::Shared(router(state, edge)), Some(ledger))
         }

@@ -85,6 +85,12 @@ fn check_account_id(id: &str) -> Result<(), ValidationError> {
         .map_err(|e| invalid("invalid_id", e))
 }
 
+fn check_card_id(id: &str) -> Result<(), ValidationError> {
+    id.parse::<ledger::CardId>()
+        .map(|_| ())
+        .map_err(|e| invalid("invalid_id", e))
+}
+
 fn check_metadata(map: &BTreeMap<String, String>) -> Result<(), ValidationError> {
     Metadata::new(map.clone())
         .map(|_| ())
@@ -269,6 +275,10 @@ pub struct CreateTransferRequest {
     /// Present: place a hold instead of posting.
     #[validate(nested)]
     pub pending: Option<PendingRequest>,
+    /// A tokenized card (`card_…`) the transfer charges or pays out to: it must be the
+    /// tenant's, not deleted and not expired.
+    #[validate(custom(function = "check_card_id"))]
+    pub card_id: Option<String>,
 }
 
 /// One leg of a journal entry.
@@ -576,6 +586,8 @@ pub struct TransferResponse {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// The card the transfer charges or pays out to, if any.
+    pub card_id: Option<String>,
 }
 
 impl From<&Transfer> for TransferResponse {
@@ -617,6 +629,7 @@ impl From<&Transfer> for TransferResponse {
             reversed_by: t.reversed_by.map(|id| id.to_string()),
             created_at: timestamp(t.created_at),
             updated_at: timestamp(t.updated_at),
+            card_id: t.instrument.map(|id| id.to_string()),
         }
     }
 }

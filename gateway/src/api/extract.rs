@@ -50,6 +50,28 @@ impl Scope for LedgerWrite {
     const NAME: &'static str = "ledger:write";
 }
 
+/// `cards:read`: the masked form of the tenant's cards.
+#[derive(Debug)]
+pub struct CardsRead;
+impl Scope for CardsRead {
+    const NAME: &'static str = "cards:read";
+}
+
+/// `cards:write`: tokenize and delete cards.
+#[derive(Debug)]
+pub struct CardsWrite;
+impl Scope for CardsWrite {
+    const NAME: &'static str = "cards:write";
+}
+
+/// `cards:reveal`: a card's full number. No role grants it (`policies/routes.toml`): a token
+/// must name it.
+#[derive(Debug)]
+pub struct CardsReveal;
+impl Scope for CardsReveal {
+    const NAME: &'static str = "cards:reveal";
+}
+
 /// A caller proven to hold scope `S`.
 #[derive(Debug)]
 pub struct Auth<S: Scope>(pub Arc<Identity>, PhantomData<S>);
@@ -326,6 +348,14 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: T = serde_json::from_slice(bytes).map_err(json_error)?;
+    value.validate().map_err(validation_error)?;
+    Ok(value)
+}
+
+/// A body already read as JSON, checked and validated like [`Json`]'s (for a route that looks
+/// at the raw JSON first, such as the refusal of card verification codes).
+pub(crate) fn from_value<T: DeserializeOwned + Validate>(value: Value) -> Result<T, ApiError> {
+    let value: T = serde_json::from_value(value).map_err(json_error)?;
     value.validate().map_err(validation_error)?;
     Ok(value)
 }

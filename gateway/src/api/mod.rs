@@ -14,6 +14,7 @@
 //! 4. the handlers, whose extractors check token and scope, `Idempotency-Key`, and the body.
 
 pub mod accounts;
+pub mod cards;
 pub mod dto;
 pub mod extract;
 pub mod ops;
@@ -73,6 +74,8 @@ pub struct AppState {
     /// Request rates per client address (checked by `edge`) and per tenant (checked once the
     /// token verified); shared with `Edge` and the background sweep.
     pub rate_limits: Arc<RateLimits>,
+    /// How much of a card number answers show (`card_mask`).
+    pub card_mask: ledger::card::MaskStyle,
 }
 
 /// What the outermost layer (`edge`) needs, in every role.
@@ -105,6 +108,7 @@ pub struct Edge {
     tags(
         (name = "accounts", description = "Accounts, balances, history"),
         (name = "transfers", description = "Transfers, journal entries, batches, holds, reversals"),
+        (name = "cards", description = "The card vault: tokenize, read masked, reveal, delete"),
         (name = "operations", description = "Health and trial balance"),
     )
 )]
@@ -141,6 +145,9 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(transfers::void_transfer))
         .routes(routes!(transfers::reverse_transfer))
         .routes(routes!(transfers::create_journal_entry))
+        .routes(routes!(cards::tokenize_card))
+        .routes(routes!(cards::get_card, cards::delete_card))
+        .routes(routes!(cards::reveal_card))
         .routes(routes!(ops::trial_balance))
         .routes(routes!(ops::live))
         .routes(routes!(ops::ready))

@@ -115,6 +115,11 @@ problem_kinds! {
     UpstreamFailed => (BAD_GATEWAY, "upstream-failed", "The ledger behind the gateway did not answer"),
     UpstreamUnavailable => (SERVICE_UNAVAILABLE, "upstream-unavailable", "The ledger behind the gateway is failing; retry later"),
     Internal => (INTERNAL_SERVER_ERROR, "internal", "Internal error; nothing was acknowledged"),
+    SensitiveAuthenticationData => (UNPROCESSABLE_ENTITY, "sensitive-authentication-data", "Card verification codes, track data and PINs are refused and never stored"),
+    UnknownCard => (UNPROCESSABLE_ENTITY, "unknown-card", "A card named in the request does not exist"),
+    CardExpired => (UNPROCESSABLE_ENTITY, "card-expired", "The card has expired"),
+    KeyServiceUnavailable => (SERVICE_UNAVAILABLE, "key-service-unavailable", "The key service is unavailable; nothing was stored or revealed"),
+    CardUnreadable => (INTERNAL_SERVER_ERROR, "card-unreadable", "A stored card number did not decrypt"),
 }
 
 impl ProblemKind {
@@ -274,6 +279,36 @@ impl From<crate::mtls::Refusal> for ApiError {
     }
 }
 
+/// A vault failure: the key service down (503, retry), a sealed number that does not open
+/// (500 `card-unreadable`: altered, or moved to another record or tenant), or no key service.
+fn vault_error(error: &ledger::vault::VaultError) -> ApiError {
+    use ledger::vault::VaultError as V;
+    match error {
+        V::Unavailable(_) => {
+            tracing::error!(%error, "key service failure");
+            ApiError::new(
+                ProblemKind::KeyServiceUnavailable,
+                "the key service did not answer; retry with the same Idempotency-Key",
+            )
+            .retry_after(1)
+        }
+        V::KeyUnwrap | V::Decrypt | V::UnknownKey { .. } => {
+            tracing::error!(%error, "a sealed card did not open");
+            ApiError::new(
+                ProblemKind::CardUnreadable,
+                format!("the stored card does not decrypt: {error}"),
+            )
+        }
+        _ => {
+            tracing::error!(%error, "vault failure");
+            ApiError::new(
+                ProblemKind::Internal,
+                "the request was refused; nothing was acknowledged",
+            )
+        }
+    }
+}
+
 impl From<ledger::Rejection> for ApiError {
     fn from(r: ledger::Rejection) -> ApiError {
         use ledger::Rejection as R;
@@ -301,6 +336,8 @@ impl From<ledger::Rejection> for ApiError {
             R::AccountNotEmpty { .. } => ProblemKind::AccountNotEmpty,
             R::BatchSize { .. } => ProblemKind::BatchSize,
             R::TooLarge { .. } => ProblemKind::TooLarge,
+            R::UnknownCard { .. } => ProblemKind::UnknownCard,
+            R::CardExpired { .. } => ProblemKind::CardExpired,
         };
         ApiError::new(kind, r.to_string()).with_fields(rejection_fields(&r))
     }
@@ -370,6 +407,7 @@ pub fn rejection_fields(r: &ledger::Rejection) -> Map<String, Value> {
         R::TooLarge { items, max } => {
             vec![("items", Value::from(*items)), ("max", Value::from(*max))]
         }
+        R::UnknownCard { card } | R::CardExpired { card } => vec![("card", text(card))],
     };
     fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
@@ -427,6 +465,7 @@ impl From<ledger::Error> for ApiError {
                 )
                 .retry_after(1)
             }
+            E::Vault(error) => vault_error(&error),
             E::Corrupt(why) => {
                 tracing::error!(%why, "invariant broken; request refused");
                 ApiError::new(

@@ -29,12 +29,25 @@ pub fn new_transfer(body: CreateTransferRequest) -> Result<NewTransfer, Rejectio
         parse_amount(&body.amount)?,
         parse_currency(&body.currency)?,
     )?;
-    NewTransfer::new(
+    let card = body
+        .card_id
+        .as_deref()
+        .map(str::parse::<ledger::CardId>)
+        .transpose()
+        .map_err(|reason| Rejection::InvalidField {
+            field: "card_id".into(),
+            reason,
+        })?;
+    let new = NewTransfer::new(
         legs,
         body.description,
         Metadata::new(body.metadata)?,
         body.pending.map(|p| p.timeout_seconds),
-    )
+    )?;
+    Ok(match card {
+        Some(card) => new.with_instrument(card),
+        None => new,
+    })
 }
 
 /// Posts a transfer, or places a hold when `pending` is given.

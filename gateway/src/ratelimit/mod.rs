@@ -63,6 +63,8 @@ pub const POLICY_IP: &str = "ip";
 pub const POLICY_TENANT: &str = "tenant";
 /// The name of the daily quota per tenant in the `RateLimit` fields.
 pub const POLICY_TENANT_DAY: &str = "tenant-day";
+/// Name of the per-tenant limit on card reveals.
+pub const POLICY_REVEAL: &str = "reveal";
 /// How often idle keys are dropped from the limiters.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -192,6 +194,8 @@ pub struct RateLimits<C: Clock = DefaultClock> {
     trusted_proxies: TrustedProxies,
     /// The daily quota per tenant, shared by every task; flushed by [`quota::flush_loop`].
     daily: Option<Arc<quota::DailyQuota>>,
+    /// Card numbers revealed per tenant (always on).
+    reveal: Policy<TenantId, C>,
 }
 
 impl RateLimits {
@@ -221,7 +225,17 @@ impl<C: Clock + Clone> RateLimits<C> {
             tiers.push(policy(rate));
             tiers.len() - 1
         });
+        let reveal = config.reveal.unwrap_or_else(|| {
+            settings::Rate::parse(settings::DEFAULT_RATE_REVEAL)
+                .ok()
+                .flatten()
+                .unwrap_or(Rate {
+                    quota: std::num::NonZeroU32::MIN,
+                    window_s: 60,
+                })
+        });
         RateLimits {
+            reveal: Policy::new(POLICY_REVEAL, reveal, keys_max, C::clone(clock)),
             ip: config
                 .ip
                 .map(|rate| Policy::new(POLICY_IP, rate, keys_max, C::clone(clock))),
@@ -252,6 +266,16 @@ impl<C: Clock + Clone> RateLimits<C> {
                     return Err(refusal(&standing));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Counts a card reveal of `tenant`; 429 `rate-limited` when over `rate_reveal`.
+    pub fn admit_reveal(&self, tenant: &TenantId) -> Result<(), ApiError> {
+        let standing = self.reveal.check(tenant);
+        if standing.refused() {
+            tracing::warn!(%tenant, "card reveal refused: over rate_reveal");
+            return Err(refusal(&standing));
         }
         Ok(())
     }
@@ -316,6 +340,7 @@ impl<C: Clock + Clone> RateLimits<C> {
         for tier in &self.tiers {
             tier.sweep();
         }
+        self.reveal.sweep();
     }
 
     /// Keys tracked, per-address limiter first, then each tier's.

@@ -11,6 +11,7 @@
 //! | `quota_tenant_day` | `off` | requests per tenant per UTC day, across all tasks ([`super::quota`]) |
 //! | `quota_flush_ms` | [`DEFAULT_QUOTA_FLUSH_MS`] | how often a task adds its counts to the shared ones |
 //! | `quota_batch_max` | [`DEFAULT_QUOTA_BATCH_MAX`] | most requests of a tenant a task admits between flushes |
+//! | `rate_reveal` | [`DEFAULT_RATE_REVEAL`] | card numbers revealed per tenant; cannot be off |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,6 +36,9 @@ pub const RATE_TIER_OF_MAX: usize = 100_000;
 pub const RATE_TIER_NAME_LEN_MAX: usize = 32;
 /// Default bound on the keys (addresses, tenants) each limiter tracks: about 100 bytes each.
 pub const DEFAULT_RATE_KEYS_MAX: usize = 100_000;
+/// Default of `rate_reveal`: card numbers revealed per tenant. On by default and cannot be
+/// turned off: a stolen `cards:reveal` token should not empty the vault at API speed.
+pub const DEFAULT_RATE_REVEAL: &str = "10/60s";
 /// Largest `rate_keys_max`.
 pub const RATE_KEYS_MAX_MAX: usize = 10_000_000;
 
@@ -127,6 +131,9 @@ pub struct RateLimitConfig {
     pub keys_max: usize,
     /// Requests per tenant per UTC day across all tasks; off when `None`.
     pub quota_day: Option<NonZeroU32>,
+    /// Card numbers revealed per tenant (`rate_reveal`); always on: `None` (a config built
+    /// with `Default`, in tests) is [`DEFAULT_RATE_REVEAL`].
+    pub reveal: Option<Rate>,
     /// How often a task adds its counts to the shared counters.
     pub quota_flush: Duration,
     /// Most requests of one tenant a task admits between two flushes.
@@ -150,7 +157,16 @@ impl RateLimitConfig {
         let trusted_proxies =
             TrustedProxies::parse(source.get("trusted_proxies").as_deref().unwrap_or(""))
                 .map_err(|e| ConfigError(format!("trusted_proxies: {e}")))?;
+        let reveal = Rate::parse(
+            source
+                .get("rate_reveal")
+                .as_deref()
+                .unwrap_or(DEFAULT_RATE_REVEAL),
+        )
+        .map_err(|e| ConfigError(format!("rate_reveal: {e}")))?
+        .ok_or_else(|| ConfigError("rate_reveal cannot be off".into()))?;
         Ok(RateLimitConfig {
+            reveal: Some(reveal),
             ip: rate("rate_ip")?,
             tenant: rate("rate_tenant")?,
             tiers,
