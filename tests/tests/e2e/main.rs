@@ -10,6 +10,9 @@
 //!   proof that none of them changed anything.
 //! - [`robustness`]: random and mutated bodies on every POST route; never a 5xx.
 //! - [`tenancy`]: one tenant cannot see or touch another's data.
+//! - [`cards`]: the card vault through the API with the local keyring and with KMS (moto):
+//!   tokenize, read masked, reveal (own scope, reason, rate), delete, pay with a card; refused
+//!   card data and verification codes; no number at rest.
 //! - [`idempotency`]: replays, and concurrent requests with one key.
 //! - [`auth`]: every kind of bad token is refused.
 //! - [`jwks`]: keys from the identity provider's URL over real HTTPS: rotation, a bounded
@@ -47,6 +50,7 @@
 mod architecture;
 mod auth;
 mod bad_input;
+mod cards;
 mod cli;
 mod crash;
 mod dynamodb;
