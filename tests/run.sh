@@ -21,6 +21,7 @@ fi
 source tests/moto.sh
 moto_start
 export STRONGROOM_TEST_DYNAMODB_ENDPOINT=$MOTO_ENDPOINT
+export STRONGROOM_TEST_KMS_ENDPOINT=$MOTO_ENDPOINT
 
 cargo test --workspace --locked "$@"
 # The ledger's behaviour through the API once more, every instance on DynamoDB.
