@@ -10,11 +10,11 @@
 //! Exit status: 0 on success; 64 for an invalid setting; 1 for a failed setup, any error
 //! answer, or books that do not check out (the report is printed, without the rate line).
 
-mod http;
 mod ledger;
 mod load;
-mod server;
 mod settings;
+
+use bench::{http, server};
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -36,6 +36,8 @@ pub struct Banner {
     pub addr: SocketAddr,
     /// Its certificate, to verify the TLS connections against.
     pub cert: PathBuf,
+    /// Its metrics listener, when `STRONGROOM_METRICS_LISTEN` is set.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A running `strongroom serve`; killed on drop if not stopped.
@@ -87,6 +89,7 @@ impl Server {
             banner: Banner {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 cert: PathBuf::new(),
+                metrics: None,
             },
         };
         server.banner = server
@@ -98,6 +101,7 @@ impl Server {
     fn read_banner(&mut self, lines: &Receiver<String>) -> Result<Banner> {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut cert = None;
+        let mut metrics = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match lines.recv_timeout(left) {
@@ -112,22 +116,42 @@ impl Server {
             };
             if let Some(path) = line.strip_prefix("tls certificate: ") {
                 cert = Some(PathBuf::from(path.trim()));
+            } else if let Some(addr) = line
+                .strip_prefix("metrics on http://")
+                .and_then(|rest| rest.strip_suffix("/metrics"))
+            {
+                metrics = Some(
+                    addr.parse()
+                        .with_context(|| format!("the metrics address in {line:?}"))?,
+                );
             } else if let Some(addr) = line.strip_prefix("listening on https://") {
                 let addr = addr
                     .trim()
                     .parse()
                     .with_context(|| format!("the listen address in {line:?}"))?;
                 let cert = cert.context("the server printed no `tls certificate:` line")?;
-                return Ok(Banner { addr, cert });
+                return Ok(Banner {
+                    addr,
+                    cert,
+                    metrics,
+                });
             }
         }
     }
 
     /// A dev token for [`TENANT`] with read and write scopes, from `strongroom dev-token`.
     pub fn dev_token(&self) -> Result<String> {
-        let output = Command::new(&self.bin)
-            .args(["dev-token", "--tenant", TENANT])
-            .args(["--scope", "ledger:read", "--scope", "ledger:write"])
+        self.dev_token_for(TENANT, &["ledger:read", "ledger:write"])
+    }
+
+    /// A dev token for `tenant` with `scopes`, from `strongroom dev-token`.
+    pub fn dev_token_for(&self, tenant: &str, scopes: &[&str]) -> Result<String> {
+        let mut command = Command::new(&self.bin);
+        command.args(["dev-token", "--tenant", tenant]);
+        for scope in scopes {
+            command.args(["--scope", scope]);
+        }
+        let output = command
             .env("STRONGROOM_DATA_DIR", self.data_dir.path())
             .stdin(Stdio::null())
             .output()
