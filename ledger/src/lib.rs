@@ -33,6 +33,7 @@ pub mod time;
 pub mod transfer;
 mod transfer_pack;
 pub mod trial;
+pub mod vault;
 
 pub use account::{
     Account, AccountStatus, BalanceConstraint, Balances, Metadata, NewAccount, Side, StatusAction,

@@ -103,6 +103,7 @@ impl<K, V> Slots<K, V> {
     }
 
     /// Slots in the map now.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()
     }

@@ -11,12 +11,12 @@
 //! at most 2^32 encryptions under one key (NIST SP 800-38D, 8.3); the data-key cache retires a
 //! key long before (`crate::limits::DATA_KEY_USES_MAX`).
 
-use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, aead};
 use zeroize::Zeroizing;
 
-use super::types::{KeyContext, NONCE_BYTES, Secret, TAG_BYTES, put_field};
 use super::VaultError;
+use super::types::{KeyContext, NONCE_BYTES, Secret, TAG_BYTES, put_field};
 
 /// The label of a sealed value's associated data; `v1` changes if the encoding does.
 const VALUE_LABEL: &[u8] = b"strongroom/vault/value/v1";

@@ -51,9 +51,8 @@ pub use types::{
 use self::cache::{BlobKey, OpenKey, SealKey, Slots, expired};
 use self::stats::{Counters, Eviction, Op};
 use crate::limits::{
-    DATA_KEY_AGE_MAX, DATA_KEY_AGE_MIN, DATA_KEY_CACHE_LEN_MAX, DATA_KEY_USES_MAX,
-    KEY_ID_LEN_MAX, RECORD_ID_LEN_MAX, REWRAP_MEMO_LEN_MAX, SEALED_VALUE_BYTES_MAX,
-    WRAPPED_KEY_BYTES_MAX,
+    DATA_KEY_AGE_MAX, DATA_KEY_AGE_MIN, DATA_KEY_CACHE_LEN_MAX, DATA_KEY_USES_MAX, KEY_ID_LEN_MAX,
+    RECORD_ID_LEN_MAX, REWRAP_MEMO_LEN_MAX, SEALED_VALUE_BYTES_MAX, WRAPPED_KEY_BYTES_MAX,
 };
 use crate::metrics::Metric;
 use crate::time::{Clock, SystemClock};
@@ -88,7 +87,11 @@ impl Vault {
     }
 
     /// [`Vault::new`] with the clock the cache ages keys by.
-    pub fn with_clock(keys: Arc<dyn KeyService>, config: VaultConfig, clock: Arc<dyn Clock>) -> Vault {
+    pub fn with_clock(
+        keys: Arc<dyn KeyService>,
+        config: VaultConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Vault {
         if let Err(error) = config.validate() {
             tracing::warn!(%error, "vault settings out of bounds; using the nearest bound");
         }

@@ -132,8 +132,18 @@ impl Counters {
             Metric::labelled(REQUESTS, REQUESTS_HELP, s.generate, load(&self.generate)),
             Metric::labelled(REQUESTS, REQUESTS_HELP, s.decrypt, load(&self.decrypt)),
             Metric::labelled(REQUESTS, REQUESTS_HELP, s.rewrap, load(&self.rewrap)),
-            Metric::labelled(FAILURES, FAILURES_HELP, s.generate, load(&self.generate_failed)),
-            Metric::labelled(FAILURES, FAILURES_HELP, s.decrypt, load(&self.decrypt_failed)),
+            Metric::labelled(
+                FAILURES,
+                FAILURES_HELP,
+                s.generate,
+                load(&self.generate_failed),
+            ),
+            Metric::labelled(
+                FAILURES,
+                FAILURES_HELP,
+                s.decrypt,
+                load(&self.decrypt_failed),
+            ),
             Metric::labelled(FAILURES, FAILURES_HELP, s.rewrap, load(&self.rewrap_failed)),
             Metric::labelled(
                 "strongroom_key_service_remote_requests_total",

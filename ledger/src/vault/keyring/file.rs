@@ -16,7 +16,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -267,7 +267,11 @@ impl Drop for WriteLock {
 }
 
 /// Writes the keyring to a temporary file of mode 0600 beside `path`, synced.
-fn write_temporary(path: &Path, keyring: &KeyringFile, _lock: &WriteLock) -> Result<PathBuf, VaultError> {
+fn write_temporary(
+    path: &Path,
+    keyring: &KeyringFile,
+    _lock: &WriteLock,
+) -> Result<PathBuf, VaultError> {
     let temporary = sibling(path, ".tmp");
     // Left over from a crash: the lock is ours, so nobody else is writing it.
     match std::fs::remove_file(&temporary) {
@@ -300,7 +304,11 @@ fn sync_dir(path: &Path) -> Result<(), VaultError> {
 
 /// Creates the keyring at `path`; refuses if a file is there. The file appears whole (linked
 /// from a complete temporary) and owner-only from its creation.
-pub(super) fn create(path: &Path, keyring: &KeyringFile, lock: &WriteLock) -> Result<(), VaultError> {
+pub(super) fn create(
+    path: &Path,
+    keyring: &KeyringFile,
+    lock: &WriteLock,
+) -> Result<(), VaultError> {
     let temporary = write_temporary(path, keyring, lock)?;
     // A hard link fails if the target exists: no keyring is ever replaced by `init`.
     let linked = std::fs::hard_link(&temporary, path);
@@ -319,7 +327,11 @@ pub(super) fn create(path: &Path, keyring: &KeyringFile, lock: &WriteLock) -> Re
 }
 
 /// Replaces the keyring at `path` whole (rename), under the writer lock.
-pub(super) fn replace(path: &Path, keyring: &KeyringFile, lock: &WriteLock) -> Result<(), VaultError> {
+pub(super) fn replace(
+    path: &Path,
+    keyring: &KeyringFile,
+    lock: &WriteLock,
+) -> Result<(), VaultError> {
     let temporary = write_temporary(path, keyring, lock)?;
     std::fs::rename(&temporary, path).map_err(|e| keyring_error(path, e))?;
     sync_dir(path)
@@ -363,17 +375,31 @@ mod tests {
     fn malformed_files_are_refused_with_the_line() {
         let good_key = STANDARD.encode([7u8; KEY_BYTES]);
         let check = |text: &str, expected: &str| {
-            let error = parse(text).err().unwrap_or_else(|| panic!("parsed {text:?}"));
+            let error = parse(text)
+                .err()
+                .unwrap_or_else(|| panic!("parsed {text:?}"));
             assert!(error.contains(expected), "{error} for {text:?}");
         };
         check("", "not a keyring");
         check("strongroom-keyring v2\n", "not a keyring");
         check(&format!("{HEADER}\nkey 1 0 {good_key}\n"), "no `id` line");
         check(&format!("{HEADER}\nid a\n"), "no keys");
-        check(&format!("{HEADER}\nid a\nkey 2 0 {good_key}\n"), "line 3: version 2");
-        check(&format!("{HEADER}\nid a\nkey 1 x {good_key}\n"), "line 3: a bad creation");
-        check(&format!("{HEADER}\nid a\nkey 1 0 AAAA\n"), "line 3: the key");
-        check(&format!("{HEADER}\nid a\nid b\nkey 1 0 {good_key}\n"), "line 3: not");
+        check(
+            &format!("{HEADER}\nid a\nkey 2 0 {good_key}\n"),
+            "line 3: version 2",
+        );
+        check(
+            &format!("{HEADER}\nid a\nkey 1 x {good_key}\n"),
+            "line 3: a bad creation",
+        );
+        check(
+            &format!("{HEADER}\nid a\nkey 1 0 AAAA\n"),
+            "line 3: the key",
+        );
+        check(
+            &format!("{HEADER}\nid a\nid b\nkey 1 0 {good_key}\n"),
+            "line 3: not",
+        );
         check(&format!("{HEADER}\nid a\nsecret\n"), "line 3: not");
     }
 }

@@ -31,12 +31,12 @@ use async_trait::async_trait;
 pub use file::{KEYRING_DIR_MODE, KEYRING_FILE_BYTES_MAX, KEYRING_FILE_MODE, KEYRING_VERSIONS_MAX};
 
 use self::file::{KeyringFile, MasterKey, Stamp, WriteLock};
+use super::VaultError;
 use super::envelope;
 use super::types::{
     KeyContext, KeyService, KeyStatus, NONCE_BYTES, Secret, WrappedKey, millis_since_epoch,
     time_from_millis,
 };
-use super::VaultError;
 
 /// Default of [`KeyringConfig::reload_interval_min`].
 pub const KEYRING_RELOAD_INTERVAL_MIN: Duration = Duration::from_secs(1);

@@ -39,12 +39,12 @@ use aws_sdk_kms::types::{DataKeySpec, EncryptionAlgorithmSpec};
 use zeroize::Zeroizing;
 
 pub use call::{
-    KMS_ATTEMPTS_DEFAULT, KMS_ATTEMPTS_MAX, KMS_BACKOFF_BASE, KMS_BACKOFF_CAP,
-    KMS_RETRY_TOTAL_MAX, KmsRetry,
+    KMS_ATTEMPTS_DEFAULT, KMS_ATTEMPTS_MAX, KMS_BACKOFF_BASE, KMS_BACKOFF_CAP, KMS_RETRY_TOTAL_MAX,
+    KmsRetry,
 };
 
-use super::types::{KeyContext, KeyService, KeyStatus, Secret, WrappedKey, millis_since_epoch};
 use super::VaultError;
+use super::types::{KeyContext, KeyService, KeyStatus, Secret, WrappedKey, millis_since_epoch};
 use crate::limits::{KEY_ID_LEN_MAX, WRAPPED_KEY_BYTES_MAX};
 
 /// Default of [`KmsConfig::attempt_timeout`].
@@ -104,7 +104,9 @@ impl KmsConfig {
             return invalid(format!("at most {KMS_PREVIOUS_KEYS_MAX} previous keys"));
         }
         if let Some(bad) = self.previous_key_ids.iter().find(|id| !is_key_arn(id)) {
-            return invalid(format!("previous key {bad:?} is not a key ARN (arn:...:key/...)"));
+            return invalid(format!(
+                "previous key {bad:?} is not a key ARN (arn:...:key/...)"
+            ));
         }
         if !(1..=KMS_ATTEMPTS_MAX).contains(&self.retry.attempts_max) {
             return invalid(format!("attempts must be 1 to {KMS_ATTEMPTS_MAX}"));
@@ -184,12 +186,6 @@ impl KmsKeyService {
         })
     }
 
-    /// The SDK client (tests create keys with it).
-    #[cfg(test)]
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
-    }
-
     fn known_arn(&self) -> Option<String> {
         self.arn
             .read()
@@ -237,13 +233,14 @@ impl KmsKeyService {
     }
 
     async fn fetch_state(&self) -> Result<KeyState, VaultError> {
-        let described = call::with_retries("DescribeKey", &self.config.retry, &self.requests, || {
-            self.client
-                .describe_key()
-                .key_id(self.config.key_id.clone())
-                .send()
-        })
-        .await?;
+        let described =
+            call::with_retries("DescribeKey", &self.config.retry, &self.requests, || {
+                self.client
+                    .describe_key()
+                    .key_id(self.config.key_id.clone())
+                    .send()
+            })
+            .await?;
         let metadata = described
             .key_metadata()
             .ok_or_else(|| VaultError::Unavailable("KMS DescribeKey: no key metadata".into()))?;
@@ -255,16 +252,20 @@ impl KmsKeyService {
         let mut rotations_ms = Vec::new();
         let mut marker: Option<String> = None;
         for _ in 0..KMS_ROTATIONS_PAGES_MAX {
-            let page =
-                call::with_retries("ListKeyRotations", &self.config.retry, &self.requests, || {
+            let page = call::with_retries(
+                "ListKeyRotations",
+                &self.config.retry,
+                &self.requests,
+                || {
                     self.client
                         .list_key_rotations()
                         .key_id(arn.clone())
                         .limit(KMS_ROTATIONS_PAGE_LEN)
                         .set_marker(marker.clone())
                         .send()
-                })
-                .await?;
+                },
+            )
+            .await?;
             rotations_ms.extend(
                 page.rotations()
                     .iter()
@@ -356,12 +357,16 @@ impl KeyService for KmsKeyService {
             .key_id(self.config.key_id.clone())
             .key_spec(DataKeySpec::Aes256)
             .set_encryption_context(Some(context_map(context)));
-        let mut answer = call::with_retries("GenerateDataKey", &self.config.retry, &self.requests, || {
-            request.clone().send()
-        })
+        let mut answer = call::with_retries(
+            "GenerateDataKey",
+            &self.config.retry,
+            &self.requests,
+            || request.clone().send(),
+        )
         .await?;
         let secret = secret_of(answer.plaintext.take())?;
-        let wrapped = self.wrapped(answer.key_id(), answer.ciphertext_blob.take())?;
+        let blob = answer.ciphertext_blob.take();
+        let wrapped = self.wrapped(answer.key_id(), blob)?;
         Ok((secret, wrapped))
     }
 
@@ -402,11 +407,13 @@ impl KeyService for KmsKeyService {
             .destination_key_id(self.config.key_id.clone())
             .destination_encryption_algorithm(EncryptionAlgorithmSpec::SymmetricDefault)
             .set_destination_encryption_context(Some(encryption_context));
-        let mut answer = call::with_retries("ReEncrypt", &self.config.retry, &self.requests, || {
-            request.clone().send()
-        })
-        .await?;
-        self.wrapped(answer.key_id(), answer.ciphertext_blob.take())
+        let mut answer =
+            call::with_retries("ReEncrypt", &self.config.retry, &self.requests, || {
+                request.clone().send()
+            })
+            .await?;
+        let blob = answer.ciphertext_blob.take();
+        self.wrapped(answer.key_id(), blob)
     }
 
     async fn is_current(&self, wrapped: &WrappedKey) -> Result<bool, VaultError> {
@@ -415,12 +422,17 @@ impl KeyService for KmsKeyService {
     }
 
     async fn rotate(&self) -> Result<KeyStatus, VaultError> {
-        call::with_retries("RotateKeyOnDemand", &self.config.retry, &self.requests, || {
-            self.client
-                .rotate_key_on_demand()
-                .key_id(self.config.key_id.clone())
-                .send()
-        })
+        call::with_retries(
+            "RotateKeyOnDemand",
+            &self.config.retry,
+            &self.requests,
+            || {
+                self.client
+                    .rotate_key_on_demand()
+                    .key_id(self.config.key_id.clone())
+                    .send()
+            },
+        )
         .await?;
         self.status().await
     }
