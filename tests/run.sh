@@ -17,7 +17,8 @@ if ! need cc; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential >/dev/null
 fi
 
-# moto's server (DynamoDB and KMS) for the tests (tests/moto.sh), stopped however this script ends.
+# moto's server for the tests (tests/moto.sh): DynamoDB, and KMS for the card vault; stopped
+# however this script ends.
 source tests/moto.sh
 moto_start
 export STRONGROOM_TEST_DYNAMODB_ENDPOINT=$MOTO_ENDPOINT

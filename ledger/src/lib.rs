@@ -6,6 +6,8 @@
 //!   storage transaction. The decisions are made by a pure planner ([`plan`]) over a snapshot.
 //! - [`store::Store`] is the storage interface; [`store::sqlite::SqliteStore`] is the embedded
 //!   backend. Every record's place in the store is in [`layout`].
+//! - [`vault`] encrypts card data (envelope encryption under a local keyring or AWS KMS); the
+//!   ledger itself does not use it.
 //!
 //! Invariants: money is integers (no floats anywhere); every transfer balances per currency
 //! (checked when built, [`BalancedLegs`], and again on the whole batch before writing); nothing

@@ -103,6 +103,7 @@ impl<K, V> Slots<K, V> {
     }
 
     /// Slots in the map now.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()
     }
@@ -161,11 +162,13 @@ impl<K: Clone + Eq + Hash, V> Slots<K, V> {
     }
 
     /// Removes `key`'s slot if it is `slot` and holds nothing (a fill that failed), so that
-    /// failed lookups do not push cached keys out.
+    /// failed lookups do not push cached keys out. A slot another task has found (and is about
+    /// to lock) stays: that task fills it.
     pub(crate) fn remove_if_empty(&self, key: &K, slot: &Arc<Slot<V>>) {
         let mut map = self.lock();
         let empty = match map.entries.get(key) {
-            Some(entry) if Arc::ptr_eq(&entry.slot, slot) => slot
+            // Two references: the map's and the caller's.
+            Some(entry) if Arc::ptr_eq(&entry.slot, slot) && Arc::strong_count(slot) <= 2 => slot
                 .value
                 .try_lock()
                 .map(|value| value.is_none())
@@ -178,13 +181,20 @@ impl<K: Clone + Eq + Hash, V> Slots<K, V> {
     }
 
     /// Removes every slot whose value `stale` says is stale, or that holds nothing; slots a
-    /// task holds are left for the next sweep. Returns how many values were dropped.
+    /// task holds (has found, or locked) are left for the next sweep. Returns how many values
+    /// were dropped.
     pub(crate) fn sweep(&self, stale: impl Fn(&V) -> bool) -> u64 {
         let mut removed = Vec::new();
         {
             let mut map = self.lock();
             let SlotMap { entries, order, .. } = &mut *map;
             entries.retain(|_, entry| {
+                // A task that found an empty slot and has not locked it yet is about to fill
+                // it: removing the slot now would let the next task make a second one and a
+                // second key-service call, which single flight exists to prevent.
+                if Arc::strong_count(&entry.slot) > 1 {
+                    return true;
+                }
                 let Ok(mut value) = entry.slot.value.try_lock() else {
                     return true;
                 };
@@ -253,6 +263,7 @@ mod tests {
         assert_eq!(removed, 1);
         assert_eq!(slots.len(), 2);
         drop(guard);
+        drop(busy);
         assert_eq!(slots.sweep(|v| *v != 2), 1);
         assert_eq!(slots.len(), 1);
     }
@@ -267,6 +278,30 @@ mod tests {
         *slot.value.try_lock().expect("free") = Some(1);
         slots.remove_if_empty(&7, &slot);
         assert_eq!(slots.len(), 1);
+    }
+
+    #[test]
+    fn a_slot_a_task_has_found_is_neither_swept_nor_removed() {
+        let slots: Slots<u32, u32> = Slots::new(8);
+        let (found, _) = slots.slot(&1);
+        // Another task found it too, and has not locked it yet.
+        let (other, _) = slots.slot(&1);
+        assert_eq!(slots.sweep(|_| true), 0);
+        assert_eq!(
+            slots.len(),
+            1,
+            "an empty slot a task holds survives a sweep"
+        );
+        slots.remove_if_empty(&1, &found);
+        assert_eq!(slots.len(), 1, "the other task still fills it");
+        drop(other);
+        slots.remove_if_empty(&1, &found);
+        assert_eq!(slots.len(), 0);
+        let (again, _) = slots.slot(&1);
+        assert!(!Arc::ptr_eq(&again, &found));
+        drop(again);
+        assert_eq!(slots.sweep(|_| true), 0, "nothing held a value");
+        assert_eq!(slots.len(), 0, "an empty slot nobody holds is swept");
     }
 
     #[test]

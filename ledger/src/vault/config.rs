@@ -73,10 +73,31 @@ pub fn validate_cryptoperiod(cryptoperiod: Duration) -> Result<Duration, VaultEr
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    #![allow(clippy::unwrap_used)]
 
+    use super::*;
+    use crate::limits::CRYPTOPERIOD_DEFAULT;
+
+    /// Expects `config` accepted (`ok`), or refused with a message naming the setting.
     fn check(config: VaultConfig, ok: bool) {
-        assert_eq!(config.validate().is_ok(), ok, "{config:?}");
+        match config.validate() {
+            Ok(valid) => {
+                assert!(ok, "{config:?} accepted");
+                assert_eq!(valid, config);
+            }
+            Err(VaultError::Invalid(why)) => {
+                assert!(!ok, "{config:?} refused: {why}");
+                let named = [
+                    "data_key_age_max",
+                    "data_key_uses_max",
+                    "data_key_cache_max",
+                ]
+                .iter()
+                .any(|name| why.starts_with(name));
+                assert!(named, "{why}");
+            }
+            Err(other) => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -117,14 +138,22 @@ mod tests {
         };
         check(len(0), false);
         check(len(DATA_KEY_CACHE_LEN_MAX + 1), false);
-        assert!(DATA_KEY_USES_MAX < 1 << 32, "under the random-nonce limit");
+        const { assert!(DATA_KEY_USES_MAX < 1 << 32, "under the random-nonce limit") };
     }
 
     #[test]
     fn cryptoperiod_bounds() {
-        assert!(validate_cryptoperiod(CRYPTOPERIOD_MIN).is_ok());
-        assert!(validate_cryptoperiod(CRYPTOPERIOD_MAX).is_ok());
-        assert!(validate_cryptoperiod(CRYPTOPERIOD_MIN - Duration::from_secs(1)).is_err());
-        assert!(validate_cryptoperiod(CRYPTOPERIOD_MAX + Duration::from_secs(1)).is_err());
+        for ok in [CRYPTOPERIOD_MIN, CRYPTOPERIOD_DEFAULT, CRYPTOPERIOD_MAX] {
+            assert_eq!(validate_cryptoperiod(ok), Ok(ok));
+        }
+        let second = Duration::from_secs(1);
+        for bad in [
+            Duration::ZERO,
+            CRYPTOPERIOD_MIN - second,
+            CRYPTOPERIOD_MAX + second,
+        ] {
+            let error = validate_cryptoperiod(bad).unwrap_err();
+            assert!(matches!(&error, VaultError::Invalid(why) if why.starts_with("cryptoperiod")));
+        }
     }
 }

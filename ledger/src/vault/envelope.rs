@@ -98,3 +98,94 @@ pub(crate) fn decrypt(
         .ok()
         .map(|()| buffer))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ids::TenantId;
+    use crate::vault::Purpose;
+
+    fn zero_key() -> Secret {
+        Secret::from_slice(&[0; 32]).unwrap()
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn decrypt_agrees_with_the_gcm_specification() {
+        // McGrew and Viega, "The Galois/Counter Mode of Operation", test cases 13 and 14:
+        // AES-256, an all-zero key and nonce, no associated data.
+        let nonce = [0u8; NONCE_BYTES];
+        let empty = decrypt(
+            &zero_key(),
+            b"",
+            &nonce,
+            &hex("530f8afbc74536b9a963b4f1c4cb738b"),
+        );
+        assert_eq!(empty.unwrap().unwrap().as_slice(), b"");
+        let sixteen = hex("cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919");
+        let zeros = decrypt(&zero_key(), b"", &nonce, &sixteen);
+        assert_eq!(zeros.unwrap().unwrap().as_slice(), &[0u8; 16]);
+        // Any associated data, and it no longer verifies.
+        assert!(
+            decrypt(&zero_key(), b"x", &nonce, &sixteen)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn encrypt_then_decrypt_with_the_same_associated_data_only() {
+        let key = Secret::generate().unwrap();
+        let (nonce, ciphertext) = encrypt(&key, b"aad", b"value").unwrap();
+        assert_eq!(ciphertext.len(), 5 + TAG_BYTES);
+        let opened = decrypt(&key, b"aad", &nonce, &ciphertext).unwrap().unwrap();
+        assert_eq!(opened.as_slice(), b"value");
+        assert!(
+            decrypt(&key, b"aae", &nonce, &ciphertext)
+                .unwrap()
+                .is_none()
+        );
+        let other = Secret::generate().unwrap();
+        assert!(
+            decrypt(&other, b"aad", &nonce, &ciphertext)
+                .unwrap()
+                .is_none()
+        );
+        assert!(decrypt(&key, b"aad", &nonce, &[]).unwrap().is_none());
+        let (again, _) = encrypt(&key, b"aad", b"value").unwrap();
+        assert_ne!(again, nonce);
+    }
+
+    #[test]
+    fn associated_data_tells_places_apart() {
+        let tenant = |id: &str| KeyContext::tenant(TenantId::new(id).unwrap(), Purpose::CardData);
+        let cases = [
+            value_aad(&tenant("acme"), "r1"),
+            value_aad(&tenant("acme"), "r2"),
+            value_aad(&tenant("acm"), "er1"),
+            value_aad(&tenant("acme"), "r"),
+            value_aad(&KeyContext::deployment(Purpose::CardData), "r1"),
+            value_aad(
+                &KeyContext::tenant(TenantId::new("acme").unwrap(), Purpose::FingerprintKey),
+                "r1",
+            ),
+            wrap_aad("kr-1", 1, &tenant("acme")),
+            wrap_aad("kr-1", 2, &tenant("acme")),
+            wrap_aad("kr-2", 1, &tenant("acme")),
+            wrap_aad("kr-1", 1, &tenant("globex")),
+        ];
+        for (i, a) in cases.iter().enumerate() {
+            for b in &cases[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+}

@@ -31,6 +31,8 @@ mod error;
 pub mod keyring;
 pub mod kms;
 mod stats;
+#[cfg(test)]
+mod tests;
 mod types;
 
 use std::sync::Arc;

@@ -273,3 +273,116 @@ pub(crate) fn millis_since_epoch(time: SystemTime) -> u64 {
 pub(crate) fn time_from_millis(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn status(current_since: SystemTime) -> KeyStatus {
+        KeyStatus {
+            service: "local",
+            key_id: "kr-test".into(),
+            version: 1,
+            current_since,
+            versions: vec![(1, current_since)],
+        }
+    }
+
+    #[test]
+    fn age_and_overdue_are_measured_from_the_current_key() {
+        let since = time_from_millis(1_700_000_000_000);
+        let key = status(since);
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let check = |after: Duration, age: Duration, overdue: bool| {
+            let now = since + after;
+            assert_eq!(key.age(now), age, "{after:?}");
+            assert_eq!(key.overdue(now, year), overdue, "{after:?}");
+        };
+        check(Duration::ZERO, Duration::ZERO, false);
+        check(Duration::from_secs(10), Duration::from_secs(10), false);
+        check(year, year, false);
+        check(
+            year + Duration::from_millis(1),
+            year + Duration::from_millis(1),
+            true,
+        );
+        // A clock behind the key's creation: age zero, not overdue.
+        let before = since - Duration::from_secs(5);
+        assert_eq!(key.age(before), Duration::ZERO);
+        assert!(!key.overdue(before, Duration::ZERO));
+        assert!(key.overdue(since + Duration::from_millis(1), Duration::ZERO));
+    }
+
+    #[test]
+    fn times_round_trip_through_milliseconds() {
+        assert_eq!(millis_since_epoch(time_from_millis(1_234)), 1_234);
+        assert_eq!(
+            millis_since_epoch(SystemTime::UNIX_EPOCH - Duration::from_secs(1)),
+            0
+        );
+    }
+
+    #[test]
+    fn the_encryption_context_names_tenant_and_purpose() {
+        let acme = TenantId::new("acme").unwrap();
+        let context = KeyContext::tenant(acme, Purpose::CardData);
+        assert_eq!(
+            context.encryption_context(),
+            [
+                (KMS_CONTEXT_TENANT, "acme".to_owned()),
+                (KMS_CONTEXT_PURPOSE, "card-data".to_owned()),
+            ]
+        );
+        let deployment = KeyContext::deployment(Purpose::FingerprintKey);
+        assert_eq!(
+            deployment.encryption_context(),
+            [
+                (KMS_CONTEXT_TENANT, "*".to_owned()),
+                (KMS_CONTEXT_PURPOSE, "fingerprint-key".to_owned()),
+            ]
+        );
+        assert!(TenantId::new(KMS_CONTEXT_DEPLOYMENT).is_none());
+        assert_eq!(context.to_string(), "card-data of tenant acme");
+        assert_eq!(deployment.to_string(), "fingerprint-key of the deployment");
+    }
+
+    #[test]
+    fn no_two_contexts_encode_alike() {
+        let tenant = |id: &str| Scope::Tenant(TenantId::new(id).unwrap());
+        let scopes = [
+            tenant("acme"),
+            tenant("acm"),
+            tenant("deployment"),
+            tenant("tenant"),
+            Scope::Deployment,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for scope in &scopes {
+            for purpose in [Purpose::CardData, Purpose::FingerprintKey] {
+                let mut encoded = Vec::new();
+                let context = KeyContext {
+                    scope: scope.clone(),
+                    purpose,
+                };
+                context.encode(&mut encoded);
+                assert!(seen.insert(encoded), "{context}");
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_are_checked_for_length_and_never_printed() {
+        assert!(Secret::from_slice(&[1; KEY_BYTES]).is_ok());
+        for len in [0, KEY_BYTES - 1, KEY_BYTES + 1] {
+            let error = Secret::from_slice(&vec![1; len]).unwrap_err();
+            assert!(matches!(error, VaultError::Invalid(_)), "{len}");
+        }
+        let secret = Secret::from_slice(&[0xab; KEY_BYTES]).unwrap();
+        assert_eq!(format!("{secret:?}"), "Secret(redacted)");
+        let a = Secret::generate().unwrap();
+        let b = Secret::generate().unwrap();
+        assert_ne!(a.bytes(), b.bytes());
+    }
+}

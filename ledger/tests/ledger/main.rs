@@ -4,6 +4,8 @@
 //! - [`scenarios`]: short data-driven cases per area (accounts, tenancy, transfers, batches,
 //!   holds, reversals, history, idempotency, group commit, trial balance, restart).
 //! - [`properties`]: random operation sequences checked step by step against an in-test model.
+//! - [`vault_kms`]: the card vault over AWS KMS, against moto's KMS server (the vault over the
+//!   local keyring is tested beside its code, `ledger/src/vault`).
 //!
 //! The harness below starts a ledger with the hold sweeper off, so that tests decide when
 //! expired holds are voided (`Ledger::sweep_expired_holds`).
@@ -12,6 +14,7 @@
 
 mod properties;
 mod scenarios;
+mod vault_kms;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

@@ -120,8 +120,8 @@ pub(super) fn read(path: &Path) -> Result<(KeyringFile, Stamp), VaultError> {
         return Err(keyring_error(
             path,
             format_args!(
-                "mode {mode:04o} lets group or others read or write the master keys; the \
-                 keyring must be owner-only (0600): run `chmod 600 {}`",
+                "permissions {mode:04o} let group or others read or write the master keys; \
+                 the keyring must be owner-only (0600): run `chmod 600 {}`",
                 path.display()
             ),
         ));

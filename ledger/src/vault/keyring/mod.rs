@@ -20,6 +20,8 @@
 //! keyring only grows); otherwise it is refused, logged, and the keys in memory stay.
 
 mod file;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -18,16 +18,20 @@
 //! as `key_id`, list the old ARN in `previous_key_ids`, and run `keys rewrap`.
 //!
 //! Versions: KMS rotates key material behind one ARN and decrypts old ciphertexts itself. A
-//! wrapped key records the rotations known when it was wrapped (`key_version`) and when
-//! (`wrapped_at_ms`); it is current when it names the configured key and was wrapped at or after
-//! the last rotation (both to the millisecond; a clock behind KMS's by more than the time
-//! between a rotation and a rewrap makes that rewrap look stale, and it is simply done again).
+//! wrapped key records the rotations of its key known when it was wrapped (`key_version`, from
+//! the last status) and when (`wrapped_at_ms`, for people); it is current when it names the
+//! configured key and its version is at least the rotations KMS lists now. The count known at
+//! wrapping is never above the true one, so a key wrapped before a rotation never looks
+//! current; a key wrapped after a rotation this process had not yet heard of (before its first
+//! status, or within [`KmsConfig::status_ttl`] of one) looks stale, and its rewrap is simply
+//! done again. Wrapping times are not compared with KMS's rotation dates: a local clock ahead
+//! of KMS's would make keys wrapped just before a rotation look current, never rewrapped.
 
 mod call;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -136,6 +140,10 @@ impl KeyState {
     fn current_since_ms(&self) -> u64 {
         self.rotations_ms.last().copied().unwrap_or(self.created_ms)
     }
+
+    fn rotation_count(&self) -> u32 {
+        u32::try_from(self.rotations_ms.len()).unwrap_or(u32::MAX)
+    }
 }
 
 /// The KMS key service.
@@ -148,6 +156,10 @@ pub struct KmsKeyService {
     arn: RwLock<Option<String>>,
     /// The cached status; its async lock makes one refresh serve every waiting caller.
     state: tokio::sync::Mutex<Option<KeyState>>,
+    /// The configured key's ARN and its rotations at the last status: the version of keys
+    /// wrapped now. Apart from `state` so that wrapping never waits for (or misses it during)
+    /// a refresh.
+    rotations: Mutex<Option<(String, u32)>>,
 }
 
 impl KmsKeyService {
@@ -183,13 +195,8 @@ impl KmsKeyService {
             requests: AtomicU64::new(0),
             arn: RwLock::new(arn),
             state: tokio::sync::Mutex::new(None),
+            rotations: Mutex::new(None),
         })
-    }
-
-    /// The SDK client (tests create keys with it).
-    #[cfg(test)]
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
     }
 
     fn known_arn(&self) -> Option<String> {
@@ -234,6 +241,11 @@ impl KmsKeyService {
         }
         let state = self.fetch_state().await?;
         self.learn_arn(&state.arn);
+        *self
+            .rotations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            Some((state.arn.clone(), state.rotation_count()));
         *cached = Some(state.clone());
         Ok(state)
     }
@@ -291,13 +303,17 @@ impl KmsKeyService {
         })
     }
 
-    /// The rotations known without asking KMS (0 before the first status).
-    fn rotations_known(&self) -> u32 {
-        self.state
-            .try_lock()
-            .ok()
-            .and_then(|state| state.as_ref().map(|s| s.rotations_ms.len()))
-            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+    /// The rotations of key `arn` known without asking KMS: 0 before the first status, or if
+    /// the last status was of another key (an alias moved). Never more than KMS lists.
+    fn rotations_known(&self, arn: &str) -> u32 {
+        match &*self
+            .rotations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Some((known, count)) if known == arn => *count,
+            _ => 0,
+        }
     }
 
     fn wrapped(&self, arn: Option<&str>, blob: Option<Blob>) -> Result<WrappedKey, VaultError> {
@@ -314,7 +330,7 @@ impl KmsKeyService {
         self.learn_arn(arn);
         Ok(WrappedKey {
             key_id: arn.to_owned(),
-            key_version: self.rotations_known(),
+            key_version: self.rotations_known(arn),
             wrapped_at_ms: millis_since_epoch(SystemTime::now()),
             blob,
         })
@@ -424,7 +440,7 @@ impl KeyService for KmsKeyService {
 
     async fn is_current(&self, wrapped: &WrappedKey) -> Result<bool, VaultError> {
         let state = self.state(false).await?;
-        Ok(wrapped.key_id == state.arn && wrapped.wrapped_at_ms >= state.current_since_ms())
+        Ok(wrapped.key_id == state.arn && wrapped.key_version >= state.rotation_count())
     }
 
     async fn rotate(&self) -> Result<KeyStatus, VaultError> {
@@ -457,7 +473,7 @@ impl KeyService for KmsKeyService {
         Ok(KeyStatus {
             service: "kms",
             key_id: state.arn.clone(),
-            version: u32::try_from(state.rotations_ms.len()).unwrap_or(u32::MAX),
+            version: state.rotation_count(),
             current_since: time(state.current_since_ms()),
             versions,
         })
