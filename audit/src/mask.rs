@@ -32,9 +32,14 @@
 //! positives, a miss costs a PAN in the clear).
 //!
 //! Within a run, **every** window of [`PAN_DIGITS_MIN`] to [`PAN_DIGITS_MAX`] consecutive
-//! digits (separators skipped) whose Luhn check holds is card-number-like, not only the run as
-//! a whole: a PAN glued to other digits (`4111111111111111 99`, `12 4111111111111111`) is
-//! still a PAN.
+//! digits (separators skipped) that starts with a digit other than `0` and whose Luhn check
+//! holds is card-number-like, not only the run as a whole: a PAN glued to other digits
+//! (`4111111111111111 99`, `12 4111111111111111`) is still a PAN. No card number starts with
+//! `0` (ISO/IEC 7812 gives major industry identifier 0 to no card issuer), so leaving those
+//! windows out misses no card, even one glued after zeros (`0004111111111111111`: the window
+//! at `4` is caught); it spares zero-padded counters (`00000000000000000042` holds thirteen
+//! zeros, which pass the Luhn check), which identifiers often are and which would otherwise be
+//! masked, or refused as keys.
 //!
 //! A separator unit only continues a run: outside one, every non-digit byte is a breaker, so
 //! a literal `%` before a card number that starts with `20` (`%2000000000008`) is read as
@@ -71,8 +76,8 @@
 //!   `*`);
 //! - text without a card-number-like run comes back borrowed, untouched.
 //!
-//! False positives are accepted: any 13-to-19-digit Luhn-valid number (an order number, a run
-//! of 13 zeros, a zero-padded sequence number) is masked too.
+//! False positives are accepted: any 13-to-19-digit Luhn-valid number that does not start
+//! with `0` (an order number, a timestamp in nanoseconds) is masked too.
 //!
 //! # Cost
 //!
@@ -296,7 +301,8 @@ fn windows_ending(
         let index = run_len - 1 - from_right;
         sum += luhn_term(digits[index % PAN_DIGITS_MAX], from_right);
         let len = from_right + 1;
-        if len >= PAN_DIGITS_MIN && sum.is_multiple_of(10) {
+        let issued = digits[index % PAN_DIGITS_MAX] != 0;
+        if len >= PAN_DIGITS_MIN && issued && sum.is_multiple_of(10) {
             let mut middle = [0usize; PAN_DIGITS_MAX];
             let masked = (index + BIN_DIGITS)..(run_len - LAST_DIGITS);
             let count = masked.len();
@@ -508,8 +514,17 @@ mod tests {
 
     #[test]
     fn false_positives_are_accepted() {
-        // Thirteen zeros pass the Luhn check: masked like any other number.
-        check("0000000000000", "000000***0000");
+        // A Luhn-valid order number: masked like any card number.
+        check("order 1000000000009", "order 100000***0009");
+    }
+
+    #[test]
+    fn no_card_number_starts_with_zero() {
+        // Thirteen zeros pass the Luhn check, and so do these zero-padded counters.
+        check("0000000000000", "0000000000000");
+        check("00000000000000000042", "00000000000000000042");
+        check("0378282246310005", "0378282*****0005");
+        check("0004111111111111111", "000411111******1111");
     }
 
     #[test]
@@ -547,7 +562,10 @@ mod tests {
 
     /// A Luhn-valid number of 13 to 19 digits.
     fn pan() -> impl Strategy<Value = String> {
-        proptest::collection::vec(0u8..10, (PAN_DIGITS_MIN - 1)..PAN_DIGITS_MAX).prop_map(|body| {
+        let first = 1u8..10;
+        let rest = proptest::collection::vec(0u8..10, (PAN_DIGITS_MIN - 2)..(PAN_DIGITS_MAX - 1));
+        (first, rest).prop_map(|(first, rest)| {
+            let body: Vec<u8> = std::iter::once(first).chain(rest).collect();
             let sum: u32 = body
                 .iter()
                 .rev()
