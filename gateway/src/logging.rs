@@ -2,7 +2,8 @@
 //!
 //! Nothing on the request path logs headers or bodies: the access log line carries the request
 //! id, method, path, tenant, status and latency. Tokens are never logged; auth failures log the
-//! reason only.
+//! reason only. Every line has its card numbers masked on the way out, whatever logged it
+//! ([`mask`]), and so has a panic's message.
 //!
 //! A request does not wait for a `write` to standard output: lines go into a shared buffer that
 //! a background thread writes out every [`LOG_FLUSH_INTERVAL`], one system call for all of
@@ -15,6 +16,10 @@ use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+
+use self::mask::Masked;
+
+pub mod mask;
 
 /// How long a line may wait in the buffer.
 pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
@@ -151,15 +156,25 @@ pub fn init(filter: &str) -> Option<LogGuard> {
                 thread: Some(thread),
             };
             // On a second call the guard goes at once, and its thread with it.
-            subscriber
-                .with_writer(BufferWriter(buffer))
+            let installed = subscriber
+                .with_writer(Masked(BufferWriter(buffer)))
                 .try_init()
                 .ok()
-                .map(|()| guard)
+                .map(|()| guard);
+            if installed.is_some() {
+                mask::mask_panics();
+            }
+            installed
         }
         Err(error) => {
             eprintln!("strongroom: no log writer thread ({error}); every line is written at once");
-            let _ = subscriber.with_writer(std::io::stdout).try_init();
+            if subscriber
+                .with_writer(Masked(std::io::stdout))
+                .try_init()
+                .is_ok()
+            {
+                mask::mask_panics();
+            }
             None
         }
     }

@@ -3,7 +3,13 @@
 //! An account holds one currency, has a normal side (the side on which its balance grows), an
 //! optional balance constraint, and a status. Its balances are four running totals, posted and
 //! pending, on each side; everything else (posted balance, available balance) derives from them.
+//!
+//! Free text (names, descriptions, metadata values) is masked here, on entry, with
+//! [`audit::mask_pans`]: a card number in it is stored as its BIN and last four whoever built
+//! the request. Identifiers (metadata keys, external references) are refused instead when
+//! they hold one ([`audit::contains_pan`]): masking would make two different keys one.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -76,14 +82,15 @@ pub enum StatusAction {
 
 /// Bounded string metadata: at most [`METADATA_KEYS_MAX`] keys, keys non-empty and at most
 /// [`METADATA_KEY_LEN_MAX`] bytes, values at most [`METADATA_VALUE_LEN_MAX`] bytes. Keys are
-/// sorted, so equal metadata always serializes the same way.
+/// sorted, so equal metadata always serializes the same way. Card numbers in values are
+/// masked; a key holding one is refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Metadata(BTreeMap<String, String>);
 
 impl Metadata {
-    /// Checks the bounds.
-    pub fn new(map: BTreeMap<String, String>) -> Result<Metadata, Rejection> {
+    /// Checks the bounds, refuses keys that hold a card number, masks card numbers in values.
+    pub fn new(mut map: BTreeMap<String, String>) -> Result<Metadata, Rejection> {
         let invalid = |reason: String| Rejection::InvalidField {
             field: "metadata".into(),
             reason,
@@ -102,6 +109,12 @@ impl Metadata {
                     "values must be at most {METADATA_VALUE_LEN_MAX} bytes"
                 )));
             }
+            if audit::contains_pan(key) {
+                return Err(invalid(format!("keys {NO_CARD_NUMBER}")));
+            }
+        }
+        for value in map.values_mut() {
+            mask_in_place(value);
         }
         Ok(Metadata(map))
     }
@@ -112,15 +125,32 @@ impl Metadata {
     }
 }
 
-/// Checks an optional free-text field against [`DESCRIPTION_LEN_MAX`].
+/// Why an identifier holding a card number is refused (after the field's name).
+pub const NO_CARD_NUMBER: &str = "must not contain a card number";
+
+/// Checks an optional free-text field against [`DESCRIPTION_LEN_MAX`] and masks the card
+/// numbers in it (masking keeps the length).
 pub fn check_text(field: &str, text: Option<String>) -> Result<Option<String>, Rejection> {
     match text {
         Some(t) if t.len() > DESCRIPTION_LEN_MAX => Err(Rejection::InvalidField {
             field: field.into(),
             reason: format!("at most {DESCRIPTION_LEN_MAX} bytes"),
         }),
-        other => Ok(other),
+        Some(mut t) => {
+            mask_in_place(&mut t);
+            Ok(Some(t))
+        }
+        None => Ok(None),
     }
+}
+
+/// Masks the card numbers in `text`; allocates only when there is one.
+fn mask_in_place(text: &mut String) {
+    let masked = match audit::mask_pans(text) {
+        Cow::Borrowed(_) => return,
+        Cow::Owned(masked) => masked,
+    };
+    *text = masked;
 }
 
 /// The four running totals of an account, in minor units.
@@ -284,6 +314,12 @@ impl NewAccount {
                     reason: format!("1 to {EXTERNAL_REF_LEN_MAX} bytes, no control characters"),
                 });
             }
+            if audit::contains_pan(r) {
+                return Err(Rejection::InvalidField {
+                    field: "external_ref".into(),
+                    reason: NO_CARD_NUMBER.into(),
+                });
+            }
         }
         Ok(NewAccount {
             currency,
@@ -343,5 +379,61 @@ mod tests {
         assert!(Metadata::new(map(1, METADATA_KEY_LEN_MAX + 1, 1)).is_err());
         assert!(Metadata::new(map(1, 4, METADATA_VALUE_LEN_MAX + 1)).is_err());
         assert!(Metadata::new(BTreeMap::from([(String::new(), "v".into())])).is_err());
+    }
+
+    /// A PAN in every free-text field of an account request, and in its identifiers.
+    #[test]
+    fn card_numbers_are_masked_in_text_and_refused_in_identifiers() {
+        /// `masked`: what `input` masks to, `None` when it holds no card number.
+        fn check(input: &str, masked: Option<&str>) {
+            let refused = |field: &str| Rejection::InvalidField {
+                field: field.into(),
+                reason: match field {
+                    "metadata" => format!("keys {NO_CARD_NUMBER}"),
+                    _ => NO_CARD_NUMBER.into(),
+                },
+            };
+            // Free text: masked, never refused.
+            let name = check_text("name", Some(input.into())).unwrap().unwrap();
+            let value = Metadata::new(BTreeMap::from([("k".into(), input.into())])).unwrap();
+            assert_eq!(name, masked.unwrap_or(input), "{input:?}");
+            assert_eq!(value.entries()["k"], masked.unwrap_or(input), "{input:?}");
+            // Identifiers: refused when they hold a card number, else kept as given.
+            let key = Metadata::new(BTreeMap::from([(input.into(), "v".into())]));
+            let account = NewAccount::new(
+                Currency::from_code("USD").unwrap(),
+                Side::Debit,
+                BalanceConstraint::None,
+                Some(input.into()),
+                Some(input.into()),
+                Metadata::default(),
+            );
+            match masked {
+                Some(_) => {
+                    assert_eq!(key.unwrap_err(), refused("metadata"), "{input:?}");
+                    assert_eq!(account.unwrap_err(), refused("external_ref"), "{input:?}");
+                }
+                None => {
+                    assert_eq!(key.unwrap().entries().keys().next().unwrap(), input);
+                    let account = account.unwrap();
+                    assert_eq!(account.external_ref.as_deref(), Some(input));
+                    assert_eq!(account.name.as_deref(), Some(input));
+                }
+            }
+        }
+        check(
+            "refund 4111 1111 1111 1111",
+            Some("refund 4111 11** **** 1111"),
+        );
+        check("5555-5555-5555-4444", Some("5555-55**-****-4444"));
+        check("card378282246310005.", Some("card378282*****0005."));
+        check("order 12345678", None);
+        // Not Luhn-valid, nor any 13-digit window of it.
+        check("4111 1111 1111 1113", None);
+        // Masking keeps the length: a description at the limit stays within it.
+        let long = format!("{}4111111111111111", "x".repeat(DESCRIPTION_LEN_MAX - 16));
+        let masked = check_text("description", Some(long)).unwrap().unwrap();
+        assert_eq!(masked.len(), DESCRIPTION_LEN_MAX);
+        assert!(masked.ends_with("411111******1111"));
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use ulid::Ulid;
 
+use crate::error::Rejection;
 use crate::limits::{IDEMPOTENCY_KEY_LEN_MAX, TENANT_LEN_MAX};
 use crate::time::Timestamp;
 
@@ -193,12 +194,31 @@ impl TransferId {
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
-    /// Validates a key.
+    /// Validates a key; see [`IdempotencyKey::parse`] for why one is refused.
     pub fn new(key: &str) -> Option<IdempotencyKey> {
+        IdempotencyKey::parse(key).ok()
+    }
+
+    /// Validates a key, or says why not (`InvalidField` on `idempotency_key`). A key holding
+    /// a card number is refused, not masked: it is part of a store key, and masking would
+    /// make two different keys one.
+    pub fn parse(key: &str) -> Result<IdempotencyKey, Rejection> {
+        let invalid = |reason: String| Rejection::InvalidField {
+            field: "idempotency_key".into(),
+            reason,
+        };
         let ok = !key.is_empty()
             && key.len() <= IDEMPOTENCY_KEY_LEN_MAX
             && key.bytes().all(|b| b.is_ascii_graphic());
-        ok.then(|| IdempotencyKey(key.to_owned()))
+        if !ok {
+            return Err(invalid(format!(
+                "1 to {IDEMPOTENCY_KEY_LEN_MAX} visible ASCII characters"
+            )));
+        }
+        if audit::contains_pan(key) {
+            return Err(invalid(crate::account::NO_CARD_NUMBER.into()));
+        }
+        Ok(IdempotencyKey(key.to_owned()))
     }
 
     /// The key as text.
@@ -345,5 +365,28 @@ mod tests {
         assert!(IdempotencyKey::new("naïve").is_none());
         assert!(IdempotencyKey::new(&"k".repeat(IDEMPOTENCY_KEY_LEN_MAX)).is_some());
         assert!(IdempotencyKey::new(&"k".repeat(IDEMPOTENCY_KEY_LEN_MAX + 1)).is_none());
+    }
+
+    #[test]
+    fn idempotency_keys_with_card_numbers_are_refused() {
+        fn check(key: &str, refused: bool) {
+            let parsed = IdempotencyKey::parse(key);
+            assert_eq!(parsed.is_err(), refused, "{key:?}");
+            if refused {
+                assert_eq!(
+                    parsed.unwrap_err(),
+                    Rejection::InvalidField {
+                        field: "idempotency_key".into(),
+                        reason: crate::account::NO_CARD_NUMBER.into()
+                    }
+                );
+                assert!(IdempotencyKey::new(key).is_none());
+            }
+        }
+        check("order-4111111111111111", true);
+        check("4111-1111-1111-1111", true);
+        check("pay_5555555555554444_1", true);
+        check("order-411111111111", false);
+        check("01J9Z8Q6N3B7K2M4P5R6S7T8V9", false);
     }
 }

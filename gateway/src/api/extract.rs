@@ -18,6 +18,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use http_body_util::BodyExt;
 use ledger::IdempotencyKey;
+use ledger::limits::IDEMPOTENCY_KEY_LEN_MAX;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
@@ -218,17 +219,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
                 "send an Idempotency-Key header with every POST",
             )
         })?;
-        value
-            .to_str()
-            .ok()
-            .and_then(IdempotencyKey::new)
-            .map(Idempotency)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ProblemKind::IdempotencyKeyInvalid,
-                    "1 to 255 visible ASCII characters",
-                )
-            })
+        let refused = |reason: String| ApiError::new(ProblemKind::IdempotencyKeyInvalid, reason);
+        let Ok(key) = value.to_str() else {
+            return Err(refused(format!(
+                "1 to {IDEMPOTENCY_KEY_LEN_MAX} visible ASCII characters"
+            )));
+        };
+        match IdempotencyKey::parse(key) {
+            Ok(key) => Ok(Idempotency(key)),
+            // Why, without the key: one holding a card number is refused, not masked.
+            Err(ledger::Rejection::InvalidField { reason, .. }) => Err(refused(reason)),
+            Err(other) => Err(refused(other.to_string())),
+        }
     }
 }
 
@@ -468,5 +470,48 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
             .await
             .map(|Query(q)| Params(q))
             .map_err(|e| ApiError::new(ProblemKind::InvalidParameter, e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+
+    use super::*;
+
+    /// The `Idempotency-Key` header `value` is taken (`Ok`) or refused with this detail.
+    async fn check(value: &[u8], expected: Result<&str, &str>) {
+        let (mut parts, ()) = Request::builder()
+            .header(IDEMPOTENCY_KEY, value)
+            .body(())
+            .unwrap()
+            .into_parts();
+        let got = Idempotency::from_request_parts(&mut parts, &())
+            .await
+            .map(|Idempotency(key)| key.as_str().to_owned())
+            .map_err(|e| (e.kind, e.detail));
+        let expected = expected
+            .map(str::to_owned)
+            .map_err(|detail| (ProblemKind::IdempotencyKeyInvalid, detail.to_owned()));
+        assert_eq!(got, expected, "{value:?}");
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys() {
+        check(b"order-1", Ok("order-1")).await;
+        check(b"order-411111111111", Ok("order-411111111111")).await;
+        check(b"a b", Err("1 to 255 visible ASCII characters")).await;
+        check(b"caf\xe9", Err("1 to 255 visible ASCII characters")).await;
+        // A card number: refused, and the detail does not quote it.
+        check(
+            b"order-4111111111111111",
+            Err("must not contain a card number"),
+        )
+        .await;
+        check(
+            b"4111-1111-1111-1111",
+            Err("must not contain a card number"),
+        )
+        .await;
     }
 }

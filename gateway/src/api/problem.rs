@@ -6,6 +6,13 @@
 //! and `request_id`, which the edge middleware knows and sets through a task-local. Ledger
 //! rejections add their fields (`account`, `transfer`, ...) as extension members. 5xx bodies say
 //! what kind of failure happened and nothing of the internals, which go to the log.
+//!
+//! A problem often quotes the request (serde's `invalid type: string "4111…"`, the path in
+//! `instance`, a currency code), so every string it writes, in the body and in
+//! `WWW-Authenticate`, has its card numbers masked ([`mask_json`]): no answer carries one in
+//! the clear, whichever error path built it.
+
+use std::borrow::Cow;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -76,7 +83,7 @@ problem_kinds! {
     InvalidParameter => (BAD_REQUEST, "invalid-parameter", "A query parameter is invalid"),
     InvalidCursor => (BAD_REQUEST, "invalid-cursor", "The cursor does not belong to this listing"),
     IdempotencyKeyRequired => (BAD_REQUEST, "idempotency-key-required", "This request needs an Idempotency-Key header"),
-    IdempotencyKeyInvalid => (BAD_REQUEST, "idempotency-key-invalid", "The Idempotency-Key must be 1 to 255 visible ASCII characters"),
+    IdempotencyKeyInvalid => (BAD_REQUEST, "idempotency-key-invalid", "The Idempotency-Key must be 1 to 255 visible ASCII characters, with no card number"),
     IdempotencyKeyReused => (UNPROCESSABLE_ENTITY, "idempotency-key-reused", "The Idempotency-Key was used for a different request"),
     Unauthorized => (UNAUTHORIZED, "unauthorized", "A valid bearer token is required"),
     InsufficientScope => (FORBIDDEN, "insufficient-scope", "The token lacks the scope this route needs"),
@@ -212,7 +219,7 @@ impl ApiError {
         self.more.as_ref()?.fields.get(name)
     }
 
-    /// The body as a JSON object.
+    /// The body as a JSON object, card numbers masked in every string ([`mask_json`]).
     pub fn body(&self) -> Value {
         let (request_id, path) = REQUEST
             .try_with(|r| (r.request_id.clone(), r.path.clone()))
@@ -227,10 +234,37 @@ impl ApiError {
         for (name, value) in self.more.iter().flat_map(|m| &m.fields) {
             body.entry(name.clone()).or_insert_with(|| value.clone());
         }
-        Value::Object(body)
+        let mut body = Value::Object(body);
+        mask_json(&mut body);
+        body
     }
 }
 
+/// Masks the card numbers in every string of `value`, object keys included. Numbers stay: the
+/// ones a problem carries are amounts, counts and limits, not text.
+pub fn mask_json(value: &mut Value) {
+    match value {
+        Value::String(text) => {
+            if let Cow::Owned(masked) = audit::mask_pans(text) {
+                *text = masked;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_json),
+        Value::Object(map) => {
+            if map.keys().any(|k| audit::contains_pan(k)) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (audit::mask_pans(&k).into_owned(), v))
+                    .collect();
+            }
+            map.values_mut().for_each(mask_json);
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// The one way an error becomes an answer: the problem body ([`ApiError::body`], masked) and
+/// the headers, the challenge masked too.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
@@ -241,7 +275,10 @@ impl IntoResponse for ApiError {
             if let Some(seconds) = more.retry_after_s {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
-            if let Some(challenge) = more.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            let challenge = more
+                .challenge
+                .and_then(|c| HeaderValue::from_str(&audit::mask_pans(&c)).ok());
+            if let Some(challenge) = challenge {
                 headers.insert(header::WWW_AUTHENTICATE, challenge);
             }
         }
@@ -479,7 +516,114 @@ impl From<ledger::Error> for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    /// `error`, answered for a request to `path`: the body and the challenge have no card
+    /// number left, and each text in `expected` is found masked in them.
+    async fn check(error: ApiError, path: &str, expected: &[&str]) {
+        let context = RequestContext {
+            request_id: "01J0000000000000000000TEST".into(),
+            path: path.into(),
+        };
+        let response = REQUEST
+            .scope(context, async { error.into_response() })
+            .await;
+        let challenge = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        let answer = format!("{challenge}\n{body}");
+        assert!(!audit::contains_pan(&answer), "{answer}");
+        for text in expected {
+            assert!(answer.contains(text), "{text:?} not in {answer}");
+        }
+        serde_json::from_str::<Value>(&body).expect("still JSON");
+    }
+
+    #[tokio::test]
+    async fn every_text_a_problem_writes_is_masked() {
+        check(
+            ApiError::new(
+                ProblemKind::InvalidType,
+                r#"invalid type: string "4111 1111 1111 1111", expected u64"#,
+            ),
+            "/v1/accounts",
+            &[r#"\"4111 11** **** 1111\""#],
+        )
+        .await;
+        check(
+            ApiError::new(ProblemKind::NotFound, "no such route"),
+            "/v1/accounts/5555-5555-5555-4444/balance",
+            &[r#""instance":"/v1/accounts/5555-55**-****-4444/balance""#],
+        )
+        .await;
+        check(
+            ApiError::new(ProblemKind::ValidationFailed, "currency: bad")
+                .with(
+                    "errors",
+                    json!([{"field": "currency", "message": "\"378282246310005\" is not a code"}]),
+                )
+                .with("4111111111111111", json!("a field named so")),
+            "/v1/transfers",
+            &[
+                r#"\"378282*****0005\" is not a code"#,
+                r#""411111******1111":"a field named so""#,
+            ],
+        )
+        .await;
+        check(
+            ApiError::new(
+                ProblemKind::Unauthorized,
+                "invalid claims: sub 6011111111111117",
+            )
+            .challenge(r#"Bearer error_description="sub 6011111111111117""#.into()),
+            "/v1/accounts",
+            &[
+                "sub 601111******1117",
+                r#"error_description="sub 601111******1117""#,
+            ],
+        )
+        .await;
+        // Numbers are amounts and counts, not text: they stay.
+        let body = ApiError::new(ProblemKind::PostExceedsHold, "too much")
+            .with("held", Value::from(4_111_111_111_111_111_u64))
+            .body();
+        assert_eq!(body["held"], json!(4_111_111_111_111_111_u64));
+    }
+
+    #[tokio::test]
+    async fn bad_input_quoting_a_card_number_is_answered_masked() {
+        use axum::extract::FromRequestParts;
+
+        use super::super::dto::{CreateTransferRequest, ListParams};
+        use super::super::extract::{Params, json_error};
+
+        // A body: serde quotes the value it could not take.
+        let body = r#"{"debit_account_id": "a", "credit_account_id": "b", "amount": 1,
+                       "currency": 5555555555554444}"#;
+        let error = json_error(serde_json::from_str::<CreateTransferRequest>(body).unwrap_err());
+        assert!(audit::contains_pan(&error.detail), "{}", error.detail);
+        check(error, "/v1/transfers", &["integer `555555******4444`"]).await;
+        // A query parameter: so does serde_urlencoded.
+        let (mut parts, ()) = axum::http::Request::builder()
+            .uri("/v1/accounts?order=4111-1111-1111-1111")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let error = Params::<ListParams>::from_request_parts(&mut parts, &())
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, ProblemKind::InvalidParameter);
+        assert!(audit::contains_pan(&error.detail), "{}", error.detail);
+        check(error, "/v1/accounts", &["`4111-11**-****-1111`"]).await;
+    }
 
     #[test]
     fn kinds_have_unique_slugs_and_error_statuses() {

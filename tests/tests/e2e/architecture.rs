@@ -3,7 +3,9 @@
 //!   in its normal dependency closure (dev-dependencies are its tests' business), except behind
 //!   the AWS SDK, whose own HTTPS client reaches DynamoDB and KMS (`aws-*` crates are not walked
 //!   into; that nothing else brings them is the point);
-//! - nothing depends on `gateway` except the end-to-end tests and the benchmarks.
+//! - nothing depends on `gateway` except the end-to-end tests and the benchmarks;
+//! - `audit` depends on no other crate of the workspace: an auditor's verifier needs nothing
+//!   else, and every crate can call its card-number masking.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -123,4 +125,29 @@ fn ledger_knows_nothing_of_http_and_only_tests_use_the_gateway() {
         }
     }
     assert!(users.is_empty(), "{users:?} depend on gateway");
+}
+
+#[test]
+fn audit_depends_on_no_other_workspace_crate() {
+    let meta = metadata();
+    let member_ids: BTreeSet<&str> = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .collect();
+    let members: BTreeSet<&str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| member_ids.contains(p["id"].as_str().unwrap()))
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    let ours: Vec<String> = normal_closure(&meta, "audit", |_| false)
+        .into_iter()
+        .filter(|name| name != "audit" && members.contains(name.as_str()))
+        .collect();
+    assert!(ours.is_empty(), "audit depends on {ours:?}");
+    // The same walk finds a workspace crate where there is one.
+    assert!(normal_closure(&meta, "ledger", |_| false).contains("audit"));
 }

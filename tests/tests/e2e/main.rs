@@ -37,6 +37,9 @@
 //! - [`split`]: the gateway alone in front of the ledger alone: what it forwards and strips,
 //!   what the ledger refuses straight, retries and the circuit breaker.
 //! - [`logs`]: no token ever reaches the output; log lines are JSON with request ids.
+//! - [`masking`]: card numbers in every shape, through every text field, header, path and
+//!   query, are in no answer, no output line and no file of the data directory; masked, they
+//!   are kept.
 //! - [`metrics`]: the counters on the metrics listener follow the writes; not on the API's.
 //! - [`dynamodb`]: two stateless processes share one DynamoDB table (moto, through the real
 //!   SDK) with concurrent postings to the same accounts and keys sent to both, also behind a
@@ -60,6 +63,7 @@ mod idempotency;
 mod jwks;
 mod ledger_rules;
 mod logs;
+mod masking;
 mod metrics;
 mod mtls;
 mod openapi;
