@@ -106,22 +106,6 @@ impl Brand {
     }
 }
 
-/// The Luhn check (ISO/IEC 7812-1) over ASCII digits.
-pub fn luhn_valid(digits: &[u8]) -> bool {
-    let mut sum = 0u32;
-    for (i, d) in digits.iter().rev().enumerate() {
-        let mut v = u32::from(d.wrapping_sub(b'0'));
-        if i % 2 == 1 {
-            v *= 2;
-            if v > 9 {
-                v -= 9;
-            }
-        }
-        sum += v;
-    }
-    !digits.is_empty() && sum.is_multiple_of(10)
-}
-
 /// A checked card number: [`PAN_LEN_MIN`] to [`PAN_LEN_MAX`] digits, Luhn-valid. Its digits are
 /// zeroized when it is dropped, and its `Debug` shows only the brand and last four.
 pub struct Pan(Zeroizing<String>);
@@ -165,7 +149,7 @@ impl Pan {
         if digits.len() < PAN_LEN_MIN {
             return Err(invalid("a card number has 13 to 19 digits"));
         }
-        if !luhn_valid(digits.as_bytes()) {
+        if !audit::mask::luhn_valid(digits.as_bytes()) {
             return Err(invalid("the card number fails its check digit (Luhn)"));
         }
         Ok(Pan(digits))
@@ -430,7 +414,8 @@ impl RevealReason {
                 reason: "no control characters".into(),
             });
         }
-        Ok(RevealReason(trimmed.to_owned()))
+        // Recorded with the access: a card number in it is masked, as in any free text.
+        Ok(RevealReason(audit::mask::mask_pans(trimmed).into_owned()))
     }
 
     /// The reason.
@@ -536,5 +521,8 @@ mod tests {
         assert!(RevealReason::new("short").is_err());
         assert!(RevealReason::new(&"x".repeat(REVEAL_REASON_LEN_MAX + 1)).is_err());
         assert!(RevealReason::new("dispute\nline two").is_err());
+        // A card number in the reason is masked before it is kept or logged.
+        let reason = RevealReason::new("dispute on 4111 1111 1111 1111").unwrap();
+        assert_eq!(reason.as_str(), "dispute on 4111 11** **** 1111");
     }
 }
