@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod account;
+mod aws;
 pub mod card;
 pub mod codec;
 pub mod command;

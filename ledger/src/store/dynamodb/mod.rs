@@ -30,8 +30,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::retry::RetryConfig;
-use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
@@ -40,6 +38,7 @@ use aws_sdk_dynamodb::types::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::aws::describe;
 use crate::metrics::Metric;
 
 use super::{
@@ -265,27 +264,16 @@ impl DynamoStore {
                 "the DynamoDB table name is empty".into(),
             ));
         }
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &config.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &config.endpoint {
-            loader = loader.endpoint_url(endpoint.clone());
-        }
-        let shared = loader.load().await;
-        if shared.region().is_none() {
-            return Err(StoreError::Invalid(
-                "no AWS region: set dynamodb_region or AWS_REGION".into(),
-            ));
-        }
-        let sdk = aws_sdk_dynamodb::config::Builder::from(&shared)
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_attempt_timeout(config.attempt_timeout)
-                    .build(),
-            )
-            .build();
+        let shared = crate::aws::sdk_config(
+            config.region.as_deref(),
+            config.endpoint.as_deref(),
+            config.attempt_timeout,
+        )
+        .await
+        .ok_or_else(|| {
+            StoreError::Invalid("no AWS region: set dynamodb_region or AWS_REGION".into())
+        })?;
+        let sdk = aws_sdk_dynamodb::config::Builder::from(&shared).build();
         Ok(DynamoStore {
             client: Client::from_conf(sdk),
             table: config.table.as_str().into(),
@@ -627,35 +615,6 @@ fn is_throttling(code: &str) -> bool {
             | "ProvisionedThroughputExceeded"
             | "Throttling"
     )
-}
-
-/// What went wrong, in one line, with DynamoDB's code and message when there are any.
-fn describe<E, R>(e: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match e {
-        SdkError::ServiceError(service) => {
-            let err = service.err();
-            format!(
-                "{}: {}",
-                err.code().unwrap_or("unknown error"),
-                err.message().unwrap_or("no message")
-            )
-        }
-        other => {
-            // The source chain carries the useful part (connection refused, timed out).
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        }
-    }
 }
 
 fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {

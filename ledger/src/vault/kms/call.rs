@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 
+use crate::aws::describe;
 use crate::vault::VaultError;
 
 /// How failed KMS requests are tried again.
@@ -132,34 +133,5 @@ where
             Failure::Transient(why)
         }
         _ => Failure::Fatal(VaultError::Unavailable(format!("KMS {op}: {why}"))),
-    }
-}
-
-/// What went wrong, in one line, with KMS's code and message when there are any.
-fn describe<E, R>(error: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match error {
-        SdkError::ServiceError(service) => {
-            let err = service.err();
-            format!(
-                "{}: {}",
-                err.code().unwrap_or("unknown error"),
-                err.message().unwrap_or("no message")
-            )
-        }
-        other => {
-            // The source chain carries the useful part (connection refused, timed out).
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        }
     }
 }

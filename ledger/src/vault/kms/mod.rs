@@ -36,8 +36,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_kms::Client;
-use aws_sdk_kms::config::retry::RetryConfig;
-use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::primitives::{Blob, DateTime};
 use aws_sdk_kms::types::{DataKeySpec, EncryptionAlgorithmSpec};
 use zeroize::Zeroizing;
@@ -167,27 +165,16 @@ impl KmsKeyService {
     /// configured). Does not call KMS: the first data key or `status` does.
     pub async fn connect(config: KmsConfig) -> Result<KmsKeyService, VaultError> {
         config.validate()?;
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &config.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &config.endpoint {
-            loader = loader.endpoint_url(endpoint.clone());
-        }
-        let shared = loader.load().await;
-        if shared.region().is_none() {
-            return Err(VaultError::Invalid(
-                "KMS: no AWS region: set kms_region or AWS_REGION".into(),
-            ));
-        }
-        let sdk = aws_sdk_kms::config::Builder::from(&shared)
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_attempt_timeout(config.attempt_timeout)
-                    .build(),
-            )
-            .build();
+        let shared = crate::aws::sdk_config(
+            config.region.as_deref(),
+            config.endpoint.as_deref(),
+            config.attempt_timeout,
+        )
+        .await
+        .ok_or_else(|| {
+            VaultError::Invalid("KMS: no AWS region: set kms_region or AWS_REGION".into())
+        })?;
+        let sdk = aws_sdk_kms::config::Builder::from(&shared).build();
         let arn = is_key_arn(&config.key_id).then(|| config.key_id.clone());
         Ok(KmsKeyService {
             client: Client::from_conf(sdk),
