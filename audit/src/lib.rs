@@ -12,4 +12,4 @@
 
 pub mod mask;
 
-pub use mask::{MaskStyle, contains_pan, luhn_valid, mask_pans, masked_pan};
+pub use mask::{MaskStyle, contains_pan, identifier_holds_pan, luhn_valid, mask_pans, masked_pan};

@@ -7,7 +7,7 @@
 //! Free text (names, descriptions, metadata values) is masked here, on entry, with
 //! [`audit::mask_pans`]: a card number in it is stored as its BIN and last four whoever built
 //! the request. Identifiers (metadata keys, external references) are refused instead when
-//! they hold one ([`audit::contains_pan`]): masking would make two different keys one.
+//! they hold one ([`audit::identifier_holds_pan`]): masking would make two different keys one.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -109,7 +109,7 @@ impl Metadata {
                     "values must be at most {METADATA_VALUE_LEN_MAX} bytes"
                 )));
             }
-            if audit::contains_pan(key) {
+            if audit::identifier_holds_pan(key) {
                 return Err(invalid(format!("keys {NO_CARD_NUMBER}")));
             }
         }
@@ -314,7 +314,7 @@ impl NewAccount {
                     reason: format!("1 to {EXTERNAL_REF_LEN_MAX} bytes, no control characters"),
                 });
             }
-            if audit::contains_pan(r) {
+            if audit::identifier_holds_pan(r) {
                 return Err(Rejection::InvalidField {
                     field: "external_ref".into(),
                     reason: NO_CARD_NUMBER.into(),

@@ -215,7 +215,7 @@ impl IdempotencyKey {
                 "1 to {IDEMPOTENCY_KEY_LEN_MAX} visible ASCII characters"
             )));
         }
-        if audit::contains_pan(key) {
+        if audit::identifier_holds_pan(key) {
             return Err(invalid(crate::account::NO_CARD_NUMBER.into()));
         }
         Ok(IdempotencyKey(key.to_owned()))
@@ -388,5 +388,8 @@ mod tests {
         check("pay_5555555555554444_1", true);
         check("order-411111111111", false);
         check("01J9Z8Q6N3B7K2M4P5R6S7T8V9", false);
+        // Hex ids and UUIDs whose digits happen to form a Luhn-valid run are keys, not cards.
+        check("vl-3a4111111111111111bc", false);
+        check("12345678-1234-4234-a456-426614174000", false);
     }
 }

@@ -231,7 +231,7 @@ fn request_id(req: &Request) -> String {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
                 // Echoed and logged: one holding a card number is replaced, not masked.
-                && !audit::contains_pan(id) =>
+                && !audit::identifier_holds_pan(id) =>
         {
             id.to_owned()
         }
