@@ -273,7 +273,7 @@ pub fn file_source(path: &Path) -> Result<MapSource, ConfigError> {
         .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
     let mut map = BTreeMap::new();
     for (name, value) in table {
-        if !SETTINGS.contains(&name.as_str()) {
+        if !SETTINGS.contains(&name.as_str()) && !crate::keys::SETTINGS.contains(&name.as_str()) {
             return Err(ConfigError(format!(
                 "{}: unknown setting {name:?}",
                 path.display()
@@ -290,7 +290,8 @@ pub fn file_source(path: &Path) -> Result<MapSource, ConfigError> {
     Ok(MapSource(map))
 }
 
-/// Every setting name, for checking a file for typos.
+/// Every setting name but the vault's ([`crate::keys::SETTINGS`]), for checking a file for
+/// typos.
 pub const SETTINGS: &[&str] = &[
     "mode",
     "upstream",
@@ -352,16 +353,6 @@ pub const SETTINGS: &[&str] = &[
     "hold_sweep_ms",
     "log",
     "rate_reveal",
-    "key_service",
-    "keyring_file",
-    "kms_key_id",
-    "kms_region",
-    "kms_endpoint",
-    "data_key_age_max_ms",
-    "data_key_uses_max",
-    "data_key_cache_max",
-    "key_cryptoperiod_days",
-    "card_mask",
 ];
 
 pub(crate) fn parse<T: std::str::FromStr>(
@@ -1481,6 +1472,26 @@ mod tests {
         let c = load(&[("rate_tenant", "100/1s")]).expect("config");
         assert!(c.to_string().contains("rate_tenant = 100/1s"));
         assert!(c.to_string().contains("rate_ip = off"));
+    }
+
+    #[test]
+    fn vault_settings_are_known_settings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vault.toml");
+        let text: String = crate::keys::SETTINGS
+            .iter()
+            .map(|name| format!("{name} = \"x\"\n"))
+            .collect();
+        std::fs::write(&path, &text).expect("write");
+        let file = file_source(&path).expect("every vault setting is known");
+        assert_eq!(file.0.len(), crate::keys::SETTINGS.len());
+        std::fs::write(&path, "kms_key = \"x\"\n").expect("write");
+        let error = file_source(&path).expect_err("a misspelt setting");
+        assert!(
+            error.0.contains("unknown setting \"kms_key\""),
+            "{}",
+            error.0
+        );
     }
 
     #[test]

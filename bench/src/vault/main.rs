@@ -407,6 +407,19 @@ async fn connect_all(target: &Target, clients: usize) -> Result<Vec<Conn>> {
     Ok(conns)
 }
 
+/// Every client's outcome added up, timed from `started`.
+async fn join(
+    mut tasks: tokio::task::JoinSet<Result<Outcome>>,
+    started: Instant,
+) -> Result<Outcome> {
+    let mut total = Outcome::empty()?;
+    while let Some(done) = tasks.join_next().await {
+        total.merge(done.context("client task")??)?;
+    }
+    total.elapsed = started.elapsed();
+    Ok(total)
+}
+
 async fn tokenize_load(target: &Target, clients: usize, stop: Stop) -> Result<Outcome> {
     let conns = connect_all(target, clients).await?;
     let started = Instant::now();
@@ -445,12 +458,7 @@ async fn tokenize_load(target: &Target, clients: usize, stop: Stop) -> Result<Ou
             anyhow::Ok(outcome)
         });
     }
-    let mut total = Outcome::empty()?;
-    while let Some(done) = tasks.join_next().await {
-        total.merge(done.context("client task")??)?;
-    }
-    total.elapsed = started.elapsed();
-    Ok(total)
+    join(tasks, started).await
 }
 
 async fn reveal_load(
@@ -510,12 +518,7 @@ async fn reveal_load(
             anyhow::Ok(outcome)
         });
     }
-    let mut total = Outcome::empty()?;
-    while let Some(done) = tasks.join_next().await {
-        total.merge(done.context("client task")??)?;
-    }
-    total.elapsed = started.elapsed();
-    Ok(total)
+    join(tasks, started).await
 }
 
 /// The key-service counters of `/metrics`.
