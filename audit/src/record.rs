@@ -1,0 +1,351 @@
+//! The audit record: what one action left behind, in the form that is hashed, stored, exported
+//! and verified.
+//!
+//! A record answers PCI DSS 10.2.2: who (tenant, subject, client id, source address), what
+//! (action, resource ids), when (UTC to the microsecond, and the record's sequence in its
+//! stream), the outcome (success, or failure with a reason) and the origin (request id, trace
+//! id), with the schema version first.
+//!
+//! # Encoding
+//!
+//! A record is stored and exported as compact JSON with its fields in the order of [`Record`]
+//! (`v`, `stream`, `seq`, `time`, `actor`, `action`, `resources`, `outcome`, `reason`,
+//! `origin`), absent values as `null`. Its Merkle leaf is the hash of those exact bytes
+//! ([`crate::merkle::leaf_hash`]): a verifier hashes what it was given and never re-encodes.
+//! JSON escapes every control character, so an encoded record holds no line break and an export
+//! can keep one record per line.
+//!
+//! # What never gets in
+//!
+//! [`Record::stamp`] passes every text field through [`crate::mask_pans`] and cuts it to its
+//! bound, so a card number a caller forgot to mask is masked here, and no field grows without
+//! limit. Secrets are the caller's to leave out: the record has no field for a token, a key or a
+//! request body.
+
+use serde::{Deserialize, Serialize};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Longest actor, action and origin field kept, in bytes (longer ones are cut at a character
+/// boundary and end in `…`).
+pub const FIELD_LEN_MAX: usize = 256;
+/// Longest failure reason kept, in bytes.
+pub const REASON_LEN_MAX: usize = 1024;
+/// Longest resource id kept, in bytes.
+pub const RESOURCE_LEN_MAX: usize = 160;
+/// Most resource ids a record names: a batch of 1000 transfers, the accounts of their legs and
+/// a margin. More are left out and the last one says how many (`…+N more`).
+pub const RESOURCES_MAX: usize = 2048;
+/// An upper bound on an encoded record's size, in bytes, given how many resources it names.
+pub const fn record_bytes_max(resources: usize) -> usize {
+    // Ten bounded fields with their names and quotes, escapes counted at six bytes per byte
+    // (`\u00XX`) for the fields a client can fill.
+    1024 + 6 * (8 * FIELD_LEN_MAX + REASON_LEN_MAX) + resources * (6 * RESOURCE_LEN_MAX + 3)
+}
+
+/// Who acted. Every field is optional: a request refused before its token was read has only an
+/// address; the service's own actions (start, stop, hold expiry) have none of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The tenant the action was for.
+    pub tenant: Option<String>,
+    /// The token's subject (`sub`).
+    pub subject: Option<String>,
+    /// The OAuth client the token was issued to (`client_id`, `azp`), when it names one.
+    pub client_id: Option<String>,
+    /// The client's address, as the gateway established it.
+    pub source_ip: Option<String>,
+}
+
+/// Where the action came from, to join the record with logs and traces.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The request id (`x-request-id`).
+    pub request_id: Option<String>,
+    /// The W3C trace id of the request.
+    pub trace_id: Option<String>,
+}
+
+/// Whether the action did what was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It did.
+    Success,
+    /// It was refused or failed; the record's `reason` says why.
+    Failure,
+}
+
+impl Outcome {
+    /// `success` or `failure`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// A record as its writer stored it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Schema version ([`SCHEMA_VERSION`]).
+    pub v: u32,
+    /// The stream it belongs to: its writer's.
+    pub stream: String,
+    /// Its position in the stream, from 0 with no gap; also its leaf index.
+    pub seq: u64,
+    /// When, in UTC: RFC 3339 with six fractional digits (`2026-11-24T09:30:00.000000Z`).
+    pub time: String,
+    /// Who.
+    pub actor: Actor,
+    /// What, as `noun.verb` (`transfer.create`, `card.reveal`, `auth.failure`).
+    pub action: String,
+    /// The ids of what it touched, as `kind:id` (`account:01J…`, `transfer:01J…`).
+    pub resources: Vec<String>,
+    /// Success or failure.
+    pub outcome: Outcome,
+    /// Why it failed (a problem type and detail); `None` on success.
+    pub reason: Option<String>,
+    /// Request and trace ids.
+    pub origin: Origin,
+}
+
+/// A record before its writer gives it a place: everything but stream, sequence and time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Draft {
+    /// Who.
+    pub actor: Actor,
+    /// What.
+    pub action: String,
+    /// The ids of what it touched, as `kind:id`.
+    pub resources: Vec<String>,
+    /// Success or failure.
+    pub outcome: Outcome,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// Request and trace ids.
+    pub origin: Origin,
+}
+
+impl Draft {
+    /// A successful action with no resources yet.
+    pub fn success(action: impl Into<String>, actor: Actor, origin: Origin) -> Draft {
+        Draft {
+            actor,
+            action: action.into(),
+            resources: Vec::new(),
+            outcome: Outcome::Success,
+            reason: None,
+            origin,
+        }
+    }
+
+    /// A failed action with its reason.
+    pub fn failure(
+        action: impl Into<String>,
+        actor: Actor,
+        origin: Origin,
+        reason: impl Into<String>,
+    ) -> Draft {
+        Draft {
+            actor,
+            action: action.into(),
+            resources: Vec::new(),
+            outcome: Outcome::Failure,
+            reason: Some(reason.into()),
+            origin,
+        }
+    }
+
+    /// Adds a resource id, `kind:id`.
+    pub fn resource(mut self, kind: &str, id: impl std::fmt::Display) -> Draft {
+        self.resources.push(format!("{kind}:{id}"));
+        self
+    }
+}
+
+impl Record {
+    /// The record of `draft` at `seq` of `stream`, made at `time_us` (microseconds since the
+    /// Unix epoch): text masked ([`crate::mask_pans`]) and cut to its bounds.
+    pub fn stamp(draft: Draft, stream: &str, seq: u64, time_us: i64) -> Record {
+        let field = |s: Option<String>| s.map(|s| bounded(&s, FIELD_LEN_MAX));
+        let mut resources: Vec<String> = draft
+            .resources
+            .iter()
+            .take(RESOURCES_MAX)
+            .map(|r| bounded(r, RESOURCE_LEN_MAX))
+            .collect();
+        if draft.resources.len() > RESOURCES_MAX {
+            let more = draft.resources.len() - (RESOURCES_MAX - 1);
+            resources.truncate(RESOURCES_MAX - 1);
+            resources.push(format!("…+{more} more"));
+        }
+        Record {
+            v: SCHEMA_VERSION,
+            stream: bounded(stream, FIELD_LEN_MAX),
+            seq,
+            time: format_time(time_us),
+            actor: Actor {
+                tenant: field(draft.actor.tenant),
+                subject: field(draft.actor.subject),
+                client_id: field(draft.actor.client_id),
+                source_ip: field(draft.actor.source_ip),
+            },
+            action: bounded(&draft.action, FIELD_LEN_MAX),
+            resources,
+            outcome: draft.outcome,
+            reason: draft.reason.map(|r| bounded(&r, REASON_LEN_MAX)),
+            origin: Origin {
+                request_id: field(draft.origin.request_id),
+                trace_id: field(draft.origin.trace_id),
+            },
+        }
+    }
+
+    /// The stored form: compact JSON, fields in declaration order.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain strings, numbers and options into a Vec cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a stored record.
+    pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
+        let record: Record =
+            serde_json::from_slice(bytes).map_err(|e| RecordError(e.to_string()))?;
+        if record.v != SCHEMA_VERSION {
+            return Err(RecordError(format!(
+                "schema version {}; this build reads {SCHEMA_VERSION}",
+                record.v
+            )));
+        }
+        Ok(record)
+    }
+
+    /// The record's time in microseconds since the Unix epoch, if it parses.
+    pub fn time_us(&self) -> Option<i64> {
+        parse_time(&self.time)
+    }
+}
+
+/// A stored record that does not read as one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not an audit record: {0}")]
+pub struct RecordError(pub String);
+
+/// `text` masked and cut to `max` bytes at a character boundary (with `…` marking the cut).
+fn bounded(text: &str, max: usize) -> String {
+    let masked = crate::mask_pans(text);
+    if masked.len() <= max {
+        return masked.into_owned();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !masked.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &masked[..end])
+}
+
+/// RFC 3339 in UTC with six fractional digits, as records carry it.
+pub fn format_time(time_us: i64) -> String {
+    let nanos = i128::from(time_us) * 1000;
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        ),
+        Err(_) => "invalid-time".to_owned(),
+    }
+}
+
+/// Microseconds since the Unix epoch of an RFC 3339 time (any offset).
+pub fn parse_time(text: &str) -> Option<i64> {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft() -> Draft {
+        Draft::success(
+            "transfer.create",
+            Actor {
+                tenant: Some("acme".into()),
+                subject: Some("app-1".into()),
+                client_id: Some("app-1".into()),
+                source_ip: Some("203.0.113.9".into()),
+            },
+            Origin {
+                request_id: Some("req-1".into()),
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            },
+        )
+        .resource("transfer", "01JTRANSFER")
+    }
+
+    #[test]
+    fn a_record_encodes_in_field_order_and_reads_back() {
+        let record = Record::stamp(draft(), "w1", 7, 1_764_000_000_123_456);
+        let bytes = record.encode();
+        let text = std::str::from_utf8(&bytes).expect("utf-8");
+        assert!(text.starts_with(r#"{"v":1,"stream":"w1","seq":7,"time":"2025-11-24T16:00:00.123456Z","actor":{"tenant":"acme""#), "{text}");
+        assert!(!text.contains('\n'));
+        assert_eq!(Record::decode(&bytes).expect("decode"), record);
+        assert_eq!(record.time_us(), Some(1_764_000_000_123_456));
+        // Re-encoding what was read gives the same bytes: one canonical form.
+        assert_eq!(Record::decode(&bytes).expect("decode").encode(), bytes);
+    }
+
+    #[test]
+    fn card_numbers_are_masked_and_fields_bounded_whatever_the_caller_passed() {
+        let mut d = draft();
+        d.reason = Some("refund to 4111 1111 1111 1111".into());
+        d.outcome = Outcome::Failure;
+        d.actor.subject = Some("x".repeat(10_000));
+        d.resources = (0..RESOURCES_MAX + 5)
+            .map(|i| format!("account:{i}"))
+            .collect();
+        let record = Record::stamp(d, "w1", 0, 0);
+        let text = String::from_utf8(record.encode()).expect("utf-8");
+        assert!(!text.contains("4111 1111 1111 1111"));
+        let reason = record.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.starts_with("refund to 4111") && reason.ends_with("1111"),
+            "{reason}"
+        );
+        assert!(
+            record
+                .actor
+                .subject
+                .as_ref()
+                .is_some_and(|s| s.len() <= FIELD_LEN_MAX)
+        );
+        assert_eq!(record.resources.len(), RESOURCES_MAX);
+        assert_eq!(
+            record.resources.last().map(String::as_str),
+            Some("…+6 more")
+        );
+        assert!(text.len() <= record_bytes_max(record.resources.len()));
+    }
+
+    #[test]
+    fn unknown_fields_and_versions_are_refused() {
+        let record = Record::stamp(draft(), "w1", 0, 0);
+        let text = String::from_utf8(record.encode()).expect("utf-8");
+        let extra = text.replacen("\"seq\":0", "\"seq\":0,\"x\":1", 1);
+        assert!(Record::decode(extra.as_bytes()).is_err());
+        let v2 = text.replacen("\"v\":1", "\"v\":2", 1);
+        assert!(Record::decode(v2.as_bytes()).is_err());
+        assert!(Record::decode(b"not json").is_err());
+    }
+}
