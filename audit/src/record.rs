@@ -31,16 +31,20 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const FIELD_LEN_MAX: usize = 256;
 /// Longest failure reason kept, in bytes.
 pub const REASON_LEN_MAX: usize = 1024;
+/// Longest detail kept, in bytes.
+pub const DETAIL_LEN_MAX: usize = 512;
 /// Longest resource id kept, in bytes.
-pub const RESOURCE_LEN_MAX: usize = 160;
-/// Most resource ids a record names: a batch of 1000 transfers, the accounts of their legs and
-/// a margin. More are left out and the last one says how many (`…+N more`).
-pub const RESOURCES_MAX: usize = 2048;
+pub const RESOURCE_LEN_MAX: usize = 64;
+/// Most resource ids a record names: a batch of 1000 transfers, and a margin. More are left
+/// out and the last one says how many (`…+N more`).
+pub const RESOURCES_MAX: usize = 1100;
 /// An upper bound on an encoded record's size, in bytes, given how many resources it names.
+///
+/// Stamping replaces control characters, so JSON escapes at most `"` and `\`, two bytes each;
+/// resource ids keep to characters JSON does not escape.
 pub const fn record_bytes_max(resources: usize) -> usize {
-    // Ten bounded fields with their names and quotes, escapes counted at six bytes per byte
-    // (`\u00XX`) for the fields a client can fill.
-    1024 + 6 * (8 * FIELD_LEN_MAX + REASON_LEN_MAX) + resources * (6 * RESOURCE_LEN_MAX + 3)
+    1024 + 2 * (8 * FIELD_LEN_MAX + REASON_LEN_MAX + DETAIL_LEN_MAX)
+        + resources * (RESOURCE_LEN_MAX + 3)
 }
 
 /// Who acted. Every field is optional: a request refused before its token was read has only an
@@ -108,6 +112,8 @@ pub struct Record {
     pub outcome: Outcome,
     /// Why it failed (a problem type and detail); `None` on success.
     pub reason: Option<String>,
+    /// What the actor stated, where an action asks for it: a card reveal's reason.
+    pub detail: Option<String>,
     /// Request and trace ids.
     pub origin: Origin,
 }
@@ -125,6 +131,8 @@ pub struct Draft {
     pub outcome: Outcome,
     /// Why it failed.
     pub reason: Option<String>,
+    /// What the actor stated, where an action asks for it.
+    pub detail: Option<String>,
     /// Request and trace ids.
     pub origin: Origin,
 }
@@ -138,6 +146,7 @@ impl Draft {
             resources: Vec::new(),
             outcome: Outcome::Success,
             reason: None,
+            detail: None,
             origin,
         }
     }
@@ -155,6 +164,7 @@ impl Draft {
             resources: Vec::new(),
             outcome: Outcome::Failure,
             reason: Some(reason.into()),
+            detail: None,
             origin,
         }
     }
@@ -162,6 +172,12 @@ impl Draft {
     /// Adds a resource id, `kind:id`.
     pub fn resource(mut self, kind: &str, id: impl std::fmt::Display) -> Draft {
         self.resources.push(format!("{kind}:{id}"));
+        self
+    }
+
+    /// Sets what the actor stated.
+    pub fn detail(mut self, detail: impl Into<String>) -> Draft {
+        self.detail = Some(detail.into());
         self
     }
 }
@@ -175,7 +191,7 @@ impl Record {
             .resources
             .iter()
             .take(RESOURCES_MAX)
-            .map(|r| bounded(r, RESOURCE_LEN_MAX))
+            .map(|r| resource_id(r))
             .collect();
         if draft.resources.len() > RESOURCES_MAX {
             let more = draft.resources.len() - (RESOURCES_MAX - 1);
@@ -197,6 +213,7 @@ impl Record {
             resources,
             outcome: draft.outcome,
             reason: draft.reason.map(|r| bounded(&r, REASON_LEN_MAX)),
+            detail: draft.detail.map(|d| bounded(&d, DETAIL_LEN_MAX)),
             origin: Origin {
                 request_id: field(draft.origin.request_id),
                 trace_id: field(draft.origin.trace_id),
@@ -234,9 +251,19 @@ impl Record {
 #[error("not an audit record: {0}")]
 pub struct RecordError(pub String);
 
-/// `text` masked and cut to `max` bytes at a character boundary (with `…` marking the cut).
+/// `text` masked, control characters replaced with U+FFFD, and cut to `max` bytes at a
+/// character boundary (with `…` marking the cut).
 fn bounded(text: &str, max: usize) -> String {
     let masked = crate::mask_pans(text);
+    let masked: std::borrow::Cow<'_, str> = if masked.chars().any(char::is_control) {
+        masked
+            .chars()
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        masked
+    };
     if masked.len() <= max {
         return masked.into_owned();
     }
@@ -245,6 +272,24 @@ fn bounded(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &masked[..end])
+}
+
+/// A resource id: masked, characters other than ASCII letters, digits and `:._-` replaced with
+/// `_`, cut to [`RESOURCE_LEN_MAX`] bytes.
+fn resource_id(id: &str) -> String {
+    let masked = crate::mask_pans(id);
+    let mut out: String = masked
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-') || c == '*' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    out.truncate(RESOURCE_LEN_MAX);
+    out
 }
 
 /// RFC 3339 in UTC with six fractional digits, as records carry it.
