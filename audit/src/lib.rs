@@ -5,16 +5,26 @@
 //!
 //! - [`record`]: the audit record (PCI DSS 10.2.2's who, what, when, outcome and origin), in
 //!   the exact form that is hashed, stored and exported.
-//! - [`merkle`]: each writer's stream is a Merkle tree with RFC 9162 hashing.
+//! - [`merkle`]: each writer's stream is a Merkle tree with RFC 9162 hashing, inclusion and
+//!   consistency proofs.
+//! - [`checkpoint`]: signed checkpoints (the size and root of a stream, signed with Ed25519 or
+//!   ECDSA P-256 as AWS KMS signs), the public keys that verify them, and [`LocalSigner`], an
+//!   Ed25519 key in an owner-only file.
 //! - [`mask`]: card-number (PAN) detection and masking, applied to every piece of free text
 //!   before it is stored, logged or answered; records are masked here even when a caller
 //!   forgot.
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod mask;
 pub mod merkle;
 pub mod record;
 
+pub use checkpoint::{
+    Algorithm, Checkpoint, CheckpointError, KeyFileError, LocalSigner, PublicKey, PublicKeys,
+    SignedCheckpoint,
+};
 pub use mask::{MaskStyle, contains_pan, identifier_holds_pan, luhn_valid, mask_pans, masked_pan};
+pub use merkle::{Frontier, Hash, ProofError};
 pub use record::{Actor, Draft, Origin, Outcome, Record};
