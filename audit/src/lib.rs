@@ -10,6 +10,9 @@
 //! - [`checkpoint`]: signed checkpoints (the size and root of a stream, signed with Ed25519 or
 //!   ECDSA P-256 as AWS KMS signs), the public keys that verify them, and [`LocalSigner`], an
 //!   Ed25519 key in an owner-only file.
+//! - [`verify`]: [`StreamVerifier`], which checks one stream's records against their stored
+//!   leaves, their sequence and the signed checkpoints, naming the first record or range that
+//!   fails; it needs nothing but records, checkpoints and public keys.
 //! - [`mask`]: card-number (PAN) detection and masking, applied to every piece of free text
 //!   before it is stored, logged or answered; records are masked here even when a caller
 //!   forgot.
@@ -20,6 +23,7 @@ pub mod checkpoint;
 pub mod mask;
 pub mod merkle;
 pub mod record;
+pub mod verify;
 
 pub use checkpoint::{
     Algorithm, Checkpoint, CheckpointError, KeyFileError, LocalSigner, PublicKey, PublicKeys,
@@ -28,3 +32,4 @@ pub use checkpoint::{
 pub use mask::{MaskStyle, contains_pan, identifier_holds_pan, luhn_valid, mask_pans, masked_pan};
 pub use merkle::{Frontier, Hash, ProofError};
 pub use record::{Actor, Draft, Origin, Outcome, Record};
+pub use verify::{Failure, Place, StreamSummary, StreamVerifier};
