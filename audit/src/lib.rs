@@ -10,6 +10,8 @@
 //! - [`checkpoint`]: signed checkpoints (the size and root of a stream, signed with Ed25519 or
 //!   ECDSA P-256 as AWS KMS signs), the public keys that verify them, and [`LocalSigner`], an
 //!   Ed25519 key in an owner-only file.
+//! - [`export`]: the export of streams for an auditor (a directory of JSON lines and a
+//!   manifest) and [`verify_export`], which verifies one on several threads.
 //! - [`verify`]: [`StreamVerifier`], which checks one stream's records against their stored
 //!   leaves, their sequence and the signed checkpoints, naming the first record or range that
 //!   fails; it needs nothing but records, checkpoints and public keys.
@@ -20,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod export;
 pub mod mask;
 pub mod merkle;
 pub mod record;
@@ -29,6 +32,7 @@ pub use checkpoint::{
     Algorithm, Checkpoint, CheckpointError, KeyFileError, LocalSigner, PublicKey, PublicKeys,
     SignedCheckpoint,
 };
+pub use export::{ExportError, ExportWriter, Progress, Report, valid_stream_name, verify_export};
 pub use mask::{MaskStyle, contains_pan, identifier_holds_pan, luhn_valid, mask_pans, masked_pan};
 pub use merkle::{Frontier, Hash, ProofError};
 pub use record::{Actor, Draft, Origin, Outcome, Record};

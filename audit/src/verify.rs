@@ -185,6 +185,14 @@ impl Prepared {
         });
         Prepared { leaf, head }
     }
+
+    /// A line of the source that holds no record: `problem` says why.
+    pub(crate) fn malformed(problem: String) -> Prepared {
+        Prepared {
+            leaf: [0; 32],
+            head: Err(problem),
+        }
+    }
 }
 
 /// The `seq` of a record of `stream` at this schema version, or what is wrong with it.
