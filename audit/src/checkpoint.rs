@@ -228,23 +228,30 @@ pub(crate) fn parse_hash(text: &str) -> Option<Hash> {
     parse_hash_bytes(text.as_bytes())
 }
 
-/// A hash written as 64 lowercase hex digits, from bytes.
+/// The value of each lowercase hex digit; 0xff for every other byte.
+const HEX_VALUES: [u8; 256] = {
+    let mut values = [0xff; 256];
+    let mut i = 0;
+    while i < 16 {
+        values[b"0123456789abcdef"[i] as usize] = i as u8;
+        i += 1;
+    }
+    values
+};
+
+/// A hash written as 64 lowercase hex digits, from bytes. Branch-free by table: the export
+/// verifier reads one per record, and this was a fifth of its hashing threads' time when it
+/// checked digit by digit.
 pub(crate) fn parse_hash_bytes(text: &[u8]) -> Option<Hash> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    if text.len() != 64 {
-        return None;
-    }
+    let text: &[u8; 64] = text.try_into().ok()?;
     let mut out = [0u8; 32];
+    let mut invalid = 0u8;
     for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        let (high, low) = (HEX_VALUES[pair[0] as usize], HEX_VALUES[pair[1] as usize]);
+        invalid |= high | low;
+        *byte = (high << 4) | low;
     }
-    Some(out)
+    (invalid & 0xf0 == 0).then_some(out)
 }
 
 /// Base64 (standard, padded) of at most `max` bytes.

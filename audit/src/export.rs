@@ -762,9 +762,30 @@ fn prepare_lines(stream: &str, block: &[u8]) -> Vec<Prepared> {
     prepared
 }
 
-/// The first `\n` in `bytes`.
+/// The first `\n` in `bytes`, eight bytes at a time: a byte-by-byte search was a sixth of the
+/// hashing threads' time.
 fn find_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_le_bytes([b'\n'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    for (i, chunk) in (&mut words).enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // Zero bytes where `word` has a line break; the lowest flagged byte is the first zero
+        // (a borrow can only flag bytes above a zero one).
+        let x = u64::from_le_bytes(word) ^ NEWLINES;
+        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zeros != 0 {
+            return Some(i * 8 + (zeros.trailing_zeros() / 8) as usize);
+        }
+    }
+    let done = bytes.len() - words.remainder().len();
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| done + i)
 }
 
 /// One records line, `{"leaf":"<64 hex>","record":<record>}`, hashed and read.
@@ -793,6 +814,32 @@ fn prepare_line(stream: &str, line: &[u8]) -> Prepared {
 mod tests {
     use super::*;
     use crate::merkle::leaf_hash;
+
+    #[test]
+    fn find_newline_finds_the_first_line_break() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                // Bytes whose search words borrow: 0x0b is one above the line break.
+                if len > 0 {
+                    bytes[len - 1] = 0x0b;
+                }
+                let expected = (at < len).then_some(at);
+                if at < len {
+                    bytes[at] = b'\n';
+                    if at + 1 < len {
+                        bytes[at + 1] = b'\n';
+                    }
+                }
+                assert_eq!(find_newline(&bytes), expected, "{bytes:?}");
+                let reference = bytes.iter().position(|&b| b == b'\n');
+                assert_eq!(find_newline(&bytes), reference, "{bytes:?}");
+            }
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(find_newline(&all), Some(10));
+        assert_eq!(find_newline(&all[11..]), None);
+    }
 
     #[test]
     fn stream_names() {
