@@ -569,7 +569,10 @@ fn read_records(
         let job_rx = Arc::new(Mutex::new(job_rx));
         for _ in 0..workers {
             let (jobs, done, stream) = (Arc::clone(&job_rx), done_tx.clone(), stream.as_str());
-            scope.spawn(move || work(stream, &jobs, &done));
+            // A thread the system cannot start is an error, not a panic.
+            std::thread::Builder::new()
+                .name("audit-verify".to_owned())
+                .spawn_scoped(scope, move || work(stream, &jobs, &done))?;
         }
         drop(done_tx);
         let mut reader = BlockReader {
