@@ -62,6 +62,8 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// The token's `exp`, seconds since the epoch.
     pub expires_at: u64,
+    /// The OAuth client the token was issued to: its `client_id` claim (RFC 9068), else `azp`.
+    pub client_id: Option<String>,
     /// The client certificate the token is bound to (RFC 8705 `cnf.x5t#S256`, decoded): the
     /// token is good only on a connection presenting it (`crate::mtls::check`).
     pub cert_thumbprint: Option<[u8; 32]>,
@@ -137,6 +139,10 @@ struct Claims {
     iat: Option<u64>,
     #[serde(default)]
     cnf: Option<Confirmation>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
 }
 
 /// RFC 7800 confirmation: of its methods, only RFC 8705's certificate thumbprint is known.
@@ -403,6 +409,7 @@ impl Verifier {
             scopes,
             roles: claims.roles.unwrap_or_default(),
             expires_at: claims.exp,
+            client_id: claims.client_id.or(claims.azp),
             cert_thumbprint,
         });
         self.remember(digest, identity.clone(), now, generation);

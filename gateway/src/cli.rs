@@ -83,6 +83,11 @@ enum Command {
         #[command(subcommand)]
         action: crate::keys::KeysCommand,
     },
+    /// The audit log: verify it, prove a record, export it for an auditor.
+    Audit {
+        #[command(subcommand)]
+        action: crate::auditlog::AuditCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +148,7 @@ pub fn main() -> ExitCode {
             action: DynamodbCommand::CreateTables,
         } => run_async(create_tables(config)),
         Command::Keys { action } => run_async(crate::keys::command(config, action)),
+        Command::Audit { action } => run_async(crate::auditlog::command(config, action)),
     }
 }
 
@@ -327,6 +333,7 @@ async fn trial_balance(config: Config, json: bool) -> ExitCode {
         LedgerConfig {
             commit: config.commit,
             hold_sweep_interval: None,
+            audit: config.audit.config.clone(),
         },
     );
     let result = ledger.trial_balance_all().await;

@@ -210,6 +210,8 @@ pub struct Config {
     pub dynamodb: DynamoConfig,
     /// The key service and the card vault (see [`crate::keys`]).
     pub vault: crate::keys::VaultSettings,
+    /// The audit log (see [`crate::auditlog`]).
+    pub audit: crate::auditlog::AuditSettings,
     /// Group commit bounds.
     pub commit: CommitConfig,
     /// Hold-expiry sweep interval.
@@ -273,7 +275,10 @@ pub fn file_source(path: &Path) -> Result<MapSource, ConfigError> {
         .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
     let mut map = BTreeMap::new();
     for (name, value) in table {
-        if !SETTINGS.contains(&name.as_str()) && !crate::keys::SETTINGS.contains(&name.as_str()) {
+        if !SETTINGS.contains(&name.as_str())
+            && !crate::keys::SETTINGS.contains(&name.as_str())
+            && !crate::auditlog::SETTINGS.contains(&name.as_str())
+        {
             return Err(ConfigError(format!(
                 "{}: unknown setting {name:?}",
                 path.display()
@@ -774,6 +779,11 @@ impl Config {
                 source,
                 &path("data_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             )?,
+            audit: crate::auditlog::AuditSettings::load(
+                source,
+                &path("data_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+                mode,
+            )?,
             commit,
             hold_sweep_interval: Duration::from_millis(bounded(
                 "hold_sweep_ms",
@@ -1069,6 +1079,7 @@ impl fmt::Display for Config {
             self.hold_sweep_interval.as_millis()
         )?;
         writeln!(f, "{}", self.vault)?;
+        writeln!(f, "{}", self.audit)?;
         writeln!(
             f,
             "rate_reveal = {}",

@@ -59,6 +59,10 @@ struct Claims<'a> {
     m: std::borrow::Cow<'a, str>,
     p: std::borrow::Cow<'a, str>,
     rid: std::borrow::Cow<'a, str>,
+    /// The token's client id, for the audit record (absent from assertions of builds before
+    /// the audit log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cid: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// The request an assertion is bound to.
@@ -151,6 +155,7 @@ impl InternalKey {
             m: bound.method.into(),
             p: bound.path_and_query.into(),
             rid: bound.request_id.into(),
+            cid: identity.client_id.as_deref().map(Into::into),
         };
         // Serializing strings and numbers cannot fail.
         let json = serde_json::to_vec(&claims).unwrap_or_default();
@@ -210,6 +215,7 @@ impl InternalKey {
             scopes: claims.scp.into_owned(),
             roles: claims.rol.into_owned(),
             expires_at: claims.exp,
+            client_id: claims.cid.map(std::borrow::Cow::into_owned),
             // A certificate binding was checked by the gateway, on the partner's connection;
             // this connection is the gateway's.
             cert_thumbprint: None,
@@ -240,6 +246,7 @@ mod tests {
 
     fn identity() -> Identity {
         Identity {
+            client_id: None,
             subject: "svc".into(),
             tenant: TenantId::new("acme").expect("tenant"),
             scopes: vec!["ledger:read".into()],

@@ -92,6 +92,14 @@ pub struct VaultSettings {
 }
 
 impl VaultSettings {
+    /// `local` or `kms`.
+    pub fn service_name(&self) -> &'static str {
+        match self.service {
+            KeyServiceChoice::Local { .. } => "local",
+            KeyServiceChoice::Kms { .. } => "kms",
+        }
+    }
+
     /// Reads the settings; `data_dir` places the default keyring.
     pub fn load(source: &dyn Source, data_dir: &Path) -> Result<VaultSettings, ConfigError> {
         let service = match source.get("key_service").as_deref().map(str::trim) {
@@ -323,12 +331,23 @@ pub enum KeysCommand {
 /// Runs a `keys` command.
 pub async fn command(config: crate::config::Config, action: KeysCommand) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let result = match action {
-        KeysCommand::Init => init(&config.vault).await,
-        KeysCommand::Rotate => rotate(&config).await,
-        KeysCommand::Status => status(&config).await,
-        KeysCommand::Rewrap => rewrap(&config).await,
+    let (name, result) = match action {
+        KeysCommand::Init => ("key.init", init(&config.vault).await),
+        KeysCommand::Rotate => ("key.rotate", rotate(&config).await),
+        KeysCommand::Status => ("key.status", status(&config).await),
+        KeysCommand::Rewrap => ("key.rewrap", rewrap(&config).await),
     };
+    // Every key operation is recorded, done or failed, in a stream of this command's own.
+    let actor = crate::auditlog::operator();
+    let draft = match &result {
+        Ok(()) => audit::Draft::success(name, actor, audit::Origin::default()),
+        Err(e) => audit::Draft::failure(name, actor, audit::Origin::default(), e.to_string()),
+    };
+    let draft = draft.resource("key-service", config.vault.service_name());
+    if let Err(e) = crate::auditlog::record_operation(&config, draft).await {
+        eprintln!("strongroom: the audit record of {name} was not written: {e}");
+        return ExitCode::FAILURE;
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -384,14 +403,19 @@ async fn rewrap(config: &crate::config::Config) -> Result<(), KeysError> {
         .await
         .map_err(|e| KeysError(e.to_string()))?;
     let vault = vault(&config.vault, Mode::Production).await?;
-    let ledger = ledger::Ledger::start_with_vault(
+    let signer = crate::auditlog::signer(&config.audit, config.mode)
+        .await
+        .map_err(|e| KeysError(e.to_string()))?;
+    let ledger = ledger::Ledger::start_with_signer(
         store,
         Arc::new(ledger::SystemClock),
         ledger::LedgerConfig {
             commit: config.commit,
             hold_sweep_interval: None,
+            audit: config.audit.config.clone(),
         },
         Some(vault),
+        Some(signer),
     );
     let mut last = std::time::Instant::now();
     let result = ledger

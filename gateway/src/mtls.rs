@@ -305,6 +305,7 @@ mod tests {
     fn tokens_and_certificates_must_agree() {
         let tenant = |t: &str| TenantId::new(t).expect("tenant");
         let identity = |bound: Option<[u8; 32]>| Identity {
+            client_id: None,
             subject: "s".into(),
             tenant: tenant("acme"),
             scopes: vec![],
@@ -357,6 +358,7 @@ mod tests {
         );
         assert_eq!(check(&identity(None), Some(&acme), &acme_only), Ok(()));
         let globex_identity = Identity {
+            client_id: None,
             tenant: tenant("globex"),
             ..identity(None)
         };

@@ -346,6 +346,7 @@ mod tests {
     fn roles_grant_their_scopes() {
         let policy = Policy::parse(GOOD, "test").expect("parse");
         let identity = |scopes: &[&str], roles: &[&str]| Identity {
+            client_id: None,
             subject: "s".into(),
             tenant: ledger::TenantId::new("acme").expect("tenant"),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),

@@ -82,6 +82,9 @@ pub enum StartError {
     /// The key service would not open (a keyring with loose permissions, KMS unreachable).
     #[error(transparent)]
     KeyService(#[from] crate::keys::KeysError),
+    /// The audit checkpoint signer would not open.
+    #[error(transparent)]
+    AuditSigner(#[from] crate::auditlog::SignerError),
     /// The store would not open.
     #[error("store: {0}")]
     Store(#[from] ledger::store::StoreError),
@@ -298,6 +301,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         rate_limits: rate_limits.clone(),
         headers_max: config.headers_max,
         header_bytes_max: config.header_bytes_max,
+        audit: std::sync::OnceLock::new(),
     });
     let cert_tenants = crate::mtls::CertTenants::new(config.mtls_tenants.iter().cloned());
     let key = match config.internal_key_path() {
@@ -348,15 +352,23 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         (_, key) => {
             let store = open_store(config).await?;
             let vault = crate::keys::vault(&config.vault, config.mode).await?;
-            let ledger = Ledger::start_with_vault(
+            let signer = crate::auditlog::signer(&config.audit, config.mode).await?;
+            let ledger = Ledger::start_with_signer(
                 store,
                 Arc::new(SystemClock),
                 LedgerConfig {
                     commit: config.commit,
                     hold_sweep_interval: Some(config.hold_sweep_interval),
+                    audit: config.audit.config.clone(),
                 },
                 Some(vault),
+                Some(signer),
             );
+            if !config.audit.config.enabled {
+                tracing::warn!("audit_log = off: no action is recorded (for measurements only)");
+            }
+            // Every request of this process is recorded in its stream (`auditlog::record`).
+            let _ = edge.audit.set(ledger.clone());
             let state = Arc::new(AppState {
                 ledger: ledger.clone(),
                 verifier,

@@ -302,6 +302,8 @@ pub(crate) struct Command {
     pub tenant: TenantId,
     pub key: Option<IdempotencyKey>,
     pub op: Op,
+    /// The request's audit context, if it came from one (`audit_log::scope`).
+    pub scope: Option<crate::audit_log::AuditScope>,
 }
 
 impl Command {
@@ -328,12 +330,23 @@ pub(crate) struct ItemBudget {
     /// Each tenant's transfer pack as the planner will fill it (the same rule, in the same
     /// order: a command the planner refuses or replays only leaves packs emptier).
     packs: HashMap<TenantId, PackFill>,
+    /// Audit records of the batch: how many, an upper bound on their bytes, and on the largest.
+    audit_records: usize,
+    audit_bytes: usize,
+    audit_largest: usize,
 }
+
+/// The audit items a transaction of one command writes at most: its block, and its stream's
+/// registry row in a stream's first transaction.
+pub(crate) const AUDIT_ITEMS_ALONE: usize = 2;
 
 /// What one command adds to an [`ItemBudget`].
 pub(crate) struct ItemCost<'a> {
     others: usize,
-    tenant: &'a TenantId,
+    /// `None` for an audit append, which writes no ledger item.
+    tenant: Option<&'a TenantId>,
+    /// An upper bound on the bytes of its audit record; zero with the audit log off.
+    audit_bytes: usize,
     /// The tenant's pack after the command's transfers.
     fill: PackFill,
     new_accounts: HashSet<AccountId, KeyHasher>,
@@ -341,13 +354,40 @@ pub(crate) struct ItemCost<'a> {
 }
 
 impl ItemBudget {
-    fn bound(&self, others: usize, accounts: usize, legs: usize) -> usize {
+    fn bound(&self, others: usize, accounts: usize, legs: usize, audit_bytes: usize) -> usize {
         let pages_beyond_one = (self.legs + legs) / ENTRY_PAGE_LEN_MAX;
-        (self.others + others) + 2 * (self.account_count + accounts) + pages_beyond_one
+        let (records, bytes, largest) = if audit_bytes > 0 {
+            (
+                self.audit_records + 1,
+                self.audit_bytes + audit_bytes,
+                self.audit_largest.max(audit_bytes),
+            )
+        } else {
+            (self.audit_records, self.audit_bytes, self.audit_largest)
+        };
+        // The blocks of the records, and the stream's registry row in its first batch.
+        let audit = match records {
+            0 => 0,
+            _ => crate::audit_log::block::blocks_needed(bytes, records, largest) + 1,
+        };
+        (self.others + others) + 2 * (self.account_count + accounts) + pages_beyond_one + audit
     }
 
-    /// What `command` would add, on a store with transactions of at most `store_max` items.
-    pub fn cost<'a>(&self, command: &'a Command, store_max: usize) -> ItemCost<'a> {
+    /// What an audit append adds: its record.
+    pub fn cost_append(draft: &audit::Draft) -> ItemCost<'static> {
+        ItemCost {
+            others: 0,
+            tenant: None,
+            audit_bytes: audit::record::record_bytes_max(draft.resources.len() + 1),
+            fill: PackFill::default(),
+            new_accounts: HashSet::default(),
+            legs: 0,
+        }
+    }
+
+    /// What `command` would add, on a store with transactions of at most `store_max` items,
+    /// with its audit record when `audit`.
+    pub fn cost<'a>(&self, command: &'a Command, store_max: usize, audit: bool) -> ItemCost<'a> {
         let known = self.accounts.get(&command.tenant);
         let mut new_accounts: HashSet<AccountId, KeyHasher> = HashSet::default();
         let mut legs = 0;
@@ -367,9 +407,22 @@ impl ItemBudget {
             // transfer is counted in a pack of its own.
             fill = PackFill::full();
         }
+        let audit_bytes = if audit {
+            audit::record::record_bytes_max(crate::audit_log::resources_max(&command.op))
+        } else {
+            0
+        };
+        // A transfer was written with its own audit block and room for a registry row, so a
+        // reversal of it needs that much less than the limit for the ledger's items.
+        let ledger_max = if audit {
+            store_max.saturating_sub(AUDIT_ITEMS_ALONE)
+        } else {
+            store_max
+        };
         ItemCost {
-            others: command.op.items_besides_legs(store_max) + packs,
-            tenant: &command.tenant,
+            others: command.op.items_besides_legs(ledger_max) + packs,
+            tenant: Some(&command.tenant),
+            audit_bytes,
             fill,
             new_accounts,
             legs,
@@ -378,17 +431,30 @@ impl ItemBudget {
 
     /// The bound on the items of the batch with `cost` added.
     pub fn with(&self, cost: &ItemCost<'_>) -> usize {
-        self.bound(cost.others, cost.new_accounts.len(), cost.legs)
+        self.bound(
+            cost.others,
+            cost.new_accounts.len(),
+            cost.legs,
+            cost.audit_bytes,
+        )
     }
 
     /// Adds a command's cost.
     pub fn add(&mut self, cost: ItemCost<'_>) {
+        if cost.audit_bytes > 0 {
+            self.audit_records += 1;
+            self.audit_bytes += cost.audit_bytes;
+            self.audit_largest = self.audit_largest.max(cost.audit_bytes);
+        }
+        let Some(tenant) = cost.tenant else {
+            return;
+        };
         self.others += cost.others;
-        self.packs.insert(cost.tenant.clone(), cost.fill);
+        self.packs.insert(tenant.clone(), cost.fill);
         self.legs += cost.legs;
         self.account_count += cost.new_accounts.len();
         self.accounts
-            .entry(cost.tenant.clone())
+            .entry(tenant.clone())
             .or_default()
             .extend(cost.new_accounts);
     }

@@ -62,11 +62,16 @@ impl Default for CommitConfig {
 /// What a request gets back.
 pub(crate) type Reply = Result<Committed<Outcome>, Error>;
 
+/// What an audit append gets back: the record's sequence in the stream.
+pub(crate) type AppendReply = Result<u64, Error>;
+
 /// A message to the committer.
 #[derive(Debug)]
 pub(crate) enum Message {
     /// Execute a command.
     Execute(Command, oneshot::Sender<Reply>),
+    /// Append an audit record of something other than a command (a read, a refusal).
+    Append(Box<audit::Draft>, oneshot::Sender<AppendReply>),
     /// Finish the current batch, then pause: send on the first channel and wait until the
     /// second is dropped (or [`BARRIER_PAUSE_MAX`] passes). Readers use it for a snapshot that
     /// no write of this process interleaves with.
@@ -97,6 +102,33 @@ pub(crate) struct Committer {
     pub stats: watch::Sender<CommitStats>,
     pub last_now: Timestamp,
     pub carry: Option<Message>,
+    /// The stream this committer writes; `None` with the audit log off.
+    pub audit: Option<crate::audit_log::stream::StreamWriter>,
+    /// Set once the last record (the stop) is written: the checkpointer signs the last
+    /// checkpoint then.
+    pub stopped: watch::Sender<bool>,
+}
+
+/// One request of a batch.
+pub(crate) enum Job {
+    Command(Command, oneshot::Sender<Reply>),
+    Append(Box<audit::Draft>, oneshot::Sender<AppendReply>),
+}
+
+/// Where a batch's request is: its command or its draft.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Slot {
+    Command(usize),
+    Append(usize),
+}
+
+impl Job {
+    fn closed(&self) -> bool {
+        match self {
+            Job::Command(_, r) => r.is_closed(),
+            Job::Append(_, r) => r.is_closed(),
+        }
+    }
 }
 
 impl Committer {
@@ -118,22 +150,86 @@ impl Committer {
                 },
             };
             let Some(message) = next else { break };
-            match message {
-                Message::Barrier(paused, resume) => pause(paused, resume).await,
-                Message::Execute(cmd, reply) => {
-                    let batch = self.gather(cmd, reply).await;
-                    let (commands, replies) = Self::admit(batch);
-                    if commands.is_empty() {
-                        continue;
-                    }
-                    let results = self.execute(&commands).await;
-                    self.stats
-                        .send_modify(|s| s.requests += commands.len() as u64);
-                    answer(replies, results, commands.len());
+            let first = match message {
+                Message::Barrier(paused, resume) => {
+                    pause(paused, resume).await;
+                    continue;
+                }
+                Message::Execute(cmd, reply) => Job::Command(cmd, reply),
+                Message::Append(draft, reply) => Job::Append(draft, reply),
+            };
+            let batch = self.gather(first).await;
+            let jobs: Vec<Job> = batch.into_iter().filter(|j| !j.closed()).collect();
+            if jobs.is_empty() {
+                continue;
+            }
+            self.run_jobs(jobs).await;
+        }
+        self.record_stop().await;
+        let _ = self.stopped.send(true);
+        tracing::debug!("committer stopped");
+    }
+
+    /// Executes a batch and answers each of its requests. Records take their sequence numbers
+    /// in the order the requests arrived.
+    async fn run_jobs(&mut self, jobs: Vec<Job>) {
+        let mut commands = Vec::new();
+        let mut replies = Vec::new();
+        let mut drafts = Vec::new();
+        let mut appended = Vec::new();
+        let mut order = Vec::with_capacity(jobs.len());
+        for (position, job) in jobs.into_iter().enumerate() {
+            match job {
+                Job::Command(c, r) => {
+                    order.push(Slot::Command(commands.len()));
+                    commands.push(c);
+                    replies.push(r);
+                }
+                Job::Append(d, r) => {
+                    order.push(Slot::Append(drafts.len()));
+                    drafts.push(*d);
+                    appended.push((position as u64, r));
                 }
             }
         }
-        tracing::debug!("committer stopped");
+        let results = self.execute(&commands, &drafts, &order).await;
+        self.stats
+            .send_modify(|s| s.requests += commands.len() as u64);
+        match results {
+            Ok((results, first_seq)) => {
+                if self.audit.is_some() {
+                    // Each command's record committed with it, success or refusal.
+                    for scope in commands.iter().filter_map(|c| c.scope.as_ref()) {
+                        scope.mark_recorded();
+                    }
+                }
+                answer(replies, Ok(results), commands.len());
+                for (position, reply) in appended {
+                    let _ = reply.send(Ok(first_seq + position));
+                }
+            }
+            Err(error) => {
+                for (_, reply) in appended {
+                    let _ = reply.send(Err(copy_error(&error)));
+                }
+                answer(replies, Err(error), commands.len());
+            }
+        }
+    }
+
+    /// Writes the stream's last record: the service stopping.
+    async fn record_stop(&mut self) {
+        if self.audit.is_none() {
+            return;
+        }
+        let draft = audit::Draft::success(
+            "service.stop",
+            audit::Actor::default(),
+            audit::Origin::default(),
+        );
+        if let Err(e) = self.execute(&[], &[draft], &[Slot::Append(0)]).await {
+            tracing::error!(error = %e, "the audit record of the service stopping was not written");
+        }
     }
 
     /// Collects a batch: everything queued, within the bounds, waiting up to `config.wait`.
@@ -142,25 +238,34 @@ impl Committer {
     /// only the first of a batch can be: its items within a batch are never fewer than alone,
     /// so one that does not fit alone does not fit after others either, and is carried to lead
     /// the next batch.
-    async fn gather(
-        &mut self,
-        cmd: Command,
-        reply: oneshot::Sender<Reply>,
-    ) -> Vec<(Command, oneshot::Sender<Reply>)> {
+    async fn gather(&mut self, first: Job) -> Vec<Job> {
         let items_max = self.store.limits().transaction_items_max;
+        let audit = self.audit.is_some();
         let mut budget = ItemBudget::default();
-        let cost = budget.cost(&cmd, items_max);
+        let cost = match &first {
+            Job::Command(cmd, _) => budget.cost(cmd, items_max, audit),
+            Job::Append(draft, _) => ItemBudget::cost_append(draft),
+        };
         let items = budget.with(&cost);
         if items > items_max {
-            let _ = reply.send(Err(Rejection::TooLarge {
-                items,
-                max: items_max,
+            match first {
+                Job::Command(_, reply) => {
+                    let _ = reply.send(Err(Rejection::TooLarge {
+                        items,
+                        max: items_max,
+                    }
+                    .into()));
+                }
+                Job::Append(_, reply) => {
+                    let _ = reply.send(Err(Error::Corrupt(format!(
+                        "an audit record of {items} store items; at most {items_max}"
+                    ))));
+                }
             }
-            .into()));
             return Vec::new();
         }
         budget.add(cost);
-        let mut batch = vec![(cmd, reply)];
+        let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + self.config.wait;
         while batch.len() < self.config.batch_len_max {
             let next = match self.rx.try_recv() {
@@ -175,13 +280,22 @@ impl Committer {
             };
             match next {
                 Message::Execute(cmd, reply) => {
-                    let cost = budget.cost(&cmd, items_max);
+                    let cost = budget.cost(&cmd, items_max, audit);
                     if budget.with(&cost) > items_max {
                         self.carry = Some(Message::Execute(cmd, reply));
                         break;
                     }
                     budget.add(cost);
-                    batch.push((cmd, reply));
+                    batch.push(Job::Command(cmd, reply));
+                }
+                Message::Append(draft, reply) => {
+                    let cost = ItemBudget::cost_append(&draft);
+                    if budget.with(&cost) > items_max {
+                        self.carry = Some(Message::Append(draft, reply));
+                        break;
+                    }
+                    budget.add(cost);
+                    batch.push(Job::Append(draft, reply));
                 }
                 other => {
                     self.carry = Some(other);
@@ -192,38 +306,77 @@ impl Committer {
         batch
     }
 
-    /// Drops requests whose client left before anything was decided: nothing to acknowledge.
-    fn admit(
-        batch: Vec<(Command, oneshot::Sender<Reply>)>,
-    ) -> (Vec<Command>, Vec<oneshot::Sender<Reply>>) {
-        batch
-            .into_iter()
-            .filter(|(_, reply)| !reply.is_closed())
-            .unzip()
-    }
-
-    /// Reads and plans a batch: a result per command, and the writes.
-    async fn plan(&mut self, commands: &[Command]) -> Result<(Vec<Reply>, Vec<WriteOp>), Error> {
-        let reads = self.read(commands).await?;
+    /// Reads and plans a batch: a result per command, the writes, and the batch's instant.
+    async fn plan(
+        &mut self,
+        commands: &[Command],
+    ) -> Result<(Vec<Reply>, Vec<WriteOp>, Timestamp), Error> {
+        let reads = if commands.is_empty() {
+            Snapshot::default()
+        } else {
+            self.read(commands).await?
+        };
         let now = self.clock.now().max(self.last_now);
         self.last_now = now;
         let unit = self.store.limits().write_unit_bytes;
         let mut planner = Planner::new(now, &self.ids, &reads, unit);
         let results: Vec<Reply> = commands.iter().map(|c| planner.execute(c)).collect();
         let ops = planner.into_ops()?;
-        Ok((results, ops))
+        Ok((results, ops, now))
     }
 
-    /// Reads, plans and writes a batch, planning again (a bounded number of times, with
-    /// jittered backoff) when another writer got in between.
-    async fn execute(&mut self, commands: &[Command]) -> Result<Vec<Reply>, Error> {
+    /// Reads, plans and writes a batch with the audit records of its commands and of
+    /// `drafts`, planning again (a bounded number of times, with jittered backoff) when another
+    /// writer got in between. Returns the results and the sequence of the batch's first record.
+    async fn execute(
+        &mut self,
+        commands: &[Command],
+        drafts: &[audit::Draft],
+        order: &[Slot],
+    ) -> Result<(Vec<Reply>, u64), Error> {
         let mut attempt = 0;
         loop {
-            let (results, ops) = self.plan(commands).await?;
+            if let Some(stream) = &mut self.audit
+                && stream.uncertain
+            {
+                stream.resync(&*self.store).await?;
+            }
+            let (results, mut ops, now) = self.plan(commands).await?;
+            let ledger_ops = ops.len();
+            let built = self.audit.as_ref().map(|stream| {
+                let records = order.iter().map(|slot| match *slot {
+                    Slot::Command(i) => crate::audit_log::command_draft(&commands[i], &results[i]),
+                    Slot::Append(i) => drafts[i].clone(),
+                });
+                stream.build(records, now)
+            });
+            let first_seq = self.audit.as_ref().map_or(0, |s| s.next_seq());
+            if let Some(built) = &built {
+                ops.extend(built.ops.iter().cloned());
+            }
+            if ops.is_empty() {
+                return Ok((results, first_seq));
+            }
             match self.store.transact_write(ops).await {
                 Ok(()) => {
                     self.stats.send_modify(|s| s.transactions += 1);
-                    return Ok(results);
+                    if let (Some(stream), Some(built)) = (&mut self.audit, built) {
+                        stream.committed(built);
+                    }
+                    return Ok((results, first_seq));
+                }
+                Err(StoreError::ConditionFailed { index })
+                    if index >= ledger_ops && attempt < self.config.retries_max =>
+                {
+                    // The stream's next block is taken: read what is there, then number again.
+                    attempt += 1;
+                    tracing::warn!(
+                        index,
+                        "an audit block was already written; reading the stream back"
+                    );
+                    if let Some(stream) = &mut self.audit {
+                        stream.uncertain = true;
+                    }
                 }
                 Err(StoreError::ConditionFailed { index }) if attempt < self.config.retries_max => {
                     attempt += 1;
@@ -236,7 +389,13 @@ impl Committer {
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(StoreError::ConditionFailed { .. }) => return Err(Error::Contention),
-                Err(e) => return Err(Error::Store(e)),
+                Err(e) => {
+                    // Whether it landed is unknown: read the stream back before the next.
+                    if let Some(stream) = &mut self.audit {
+                        stream.uncertain = true;
+                    }
+                    return Err(Error::Store(e));
+                }
             }
         }
     }
@@ -297,6 +456,7 @@ fn copy_error(error: &Error) -> Error {
         Error::Store(e) => Error::Store(e.clone()),
         Error::Corrupt(why) => Error::Corrupt(why.clone()),
         Error::Contention => Error::Contention,
+        Error::Overloaded => Error::Overloaded,
         Error::ShuttingDown => Error::ShuttingDown,
         other => Error::Corrupt(format!("batch failed: {other}")),
     }

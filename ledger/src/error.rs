@@ -231,6 +231,10 @@ pub enum Error {
     /// A stored item broke an invariant when read back.
     #[error("invariant broken: {0}")]
     Corrupt(String),
+    /// An audit log query that cannot be answered as asked (a proof over a tree that does not
+    /// hold the record, a tree too large to prove from the store).
+    #[error("{0}")]
+    AuditQuery(String),
 }
 
 /// Result with [`Error`].

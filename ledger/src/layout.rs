@@ -15,6 +15,13 @@
 //! | the cursor key | `SECRETS` | `CURSOR` |
 //! | card (vault) | `T#{tenant}#CARDS#{shard:02}` | `{card}` |
 //! | the PAN-fingerprint key, wrapped | `SECRETS` | `FINGERPRINT` |
+//! | audit stream registry | `AUDIT` | `{stream}` |
+//! | audit records of one commit | `AUDIT#{stream}` | `B#{first_seq:020}` |
+//! | audit checkpoint | `AUDIT#{stream}` | `C#{tree_size:020}` |
+//!
+//! Every key whose partition starts with `AUDIT` is append-only: the store refuses anything
+//! but a put conditioned on the item's absence (`store::check_transaction`), and SQLite's
+//! schema refuses updates and deletes of them.
 //!
 //! Every tenant-owned key starts with the tenant, which the gateway takes from a verified token:
 //! another tenant's id simply names a key that does not exist, so it answers 404. An account's
@@ -212,6 +219,51 @@ pub fn card(tenant: &TenantId, card: &CardId) -> Key {
 /// Every shard of a tenant's cards, for walking them all (`keys rewrap`).
 pub fn card_shards(tenant: &TenantId) -> impl Iterator<Item = String> + '_ {
     (0..CARD_SHARDS).map(move |shard| card_partition(tenant, shard))
+}
+
+/// What every audit partition starts with.
+pub const AUDIT_PREFIX: &str = "AUDIT";
+/// The registry of audit streams.
+pub const AUDIT_STREAMS: &str = "AUDIT";
+/// Sort-key prefix of a stream's record blocks.
+pub const AUDIT_BLOCK_PREFIX: &str = "B#";
+/// Sort-key prefix of a stream's checkpoints.
+pub const AUDIT_CHECKPOINT_PREFIX: &str = "C#";
+
+/// Whether a key belongs to the audit log.
+pub fn is_audit(key: &Key) -> bool {
+    key.pk.starts_with(AUDIT_PREFIX)
+}
+
+/// A stream's row in the registry.
+pub fn audit_stream(stream: &str) -> Key {
+    Key::new(AUDIT_STREAMS, stream)
+}
+
+/// The partition of one audit stream.
+pub fn audit_partition(stream: &str) -> String {
+    format!("{AUDIT_PREFIX}#{stream}")
+}
+
+/// The block of a stream's records that starts at `first_seq`.
+pub fn audit_block(stream: &str, first_seq: u64) -> Key {
+    let mut sk = String::with_capacity(22);
+    sk.push_str(AUDIT_BLOCK_PREFIX);
+    push_020(&mut sk, first_seq);
+    Key::new(audit_partition(stream), sk)
+}
+
+/// A stream's checkpoint of the tree of `size` records.
+pub fn audit_checkpoint(stream: &str, size: u64) -> Key {
+    let mut sk = String::with_capacity(22);
+    sk.push_str(AUDIT_CHECKPOINT_PREFIX);
+    push_020(&mut sk, size);
+    Key::new(audit_partition(stream), sk)
+}
+
+/// The number in a block's or checkpoint's sort key.
+pub fn audit_sk_number(sk: &str) -> Option<u64> {
+    sk.get(2..)?.parse().ok()
 }
 
 /// A tenant's row in the registry.

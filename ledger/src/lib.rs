@@ -6,6 +6,8 @@
 //!   storage transaction. The decisions are made by a pure planner ([`plan`]) over a snapshot.
 //! - [`store::Store`] is the storage interface; [`store::sqlite::SqliteStore`] is the embedded
 //!   backend. Every record's place in the store is in [`layout`].
+//! - [`audit_log`] writes each process's stream of audit records in the same transactions as
+//!   the changes they record, signs checkpoints of it, and reads, proves and verifies it.
 //! - [`vault`] encrypts card data (envelope encryption under a local keyring or AWS KMS); the
 //!   ledger itself does not use it.
 //!
@@ -17,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod account;
+pub mod audit_log;
 mod aws;
 pub mod card;
 pub mod codec;

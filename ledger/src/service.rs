@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::account::{Account, Metadata, NewAccount, StatusAction};
+use crate::audit_log::stream::{Shared, StreamWriter};
+use crate::audit_log::{AuditConfig, CheckpointSigner, LocalCheckpointSigner};
 use crate::codec::decode;
 use crate::command::{BatchMode, Command, Committed, Op, Outcome};
 use crate::commit::{CommitConfig, CommitStats, Committer, Message};
@@ -33,12 +35,14 @@ use crate::trial::{self, TrialBalance};
 use crate::vault::{Secret, Vault};
 
 /// Everything the ledger needs besides a store and a clock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerConfig {
     /// Group commit bounds.
     pub commit: CommitConfig,
     /// How often expired holds are looked for; `None` turns the sweeper off (tests drive it).
     pub hold_sweep_interval: Option<Duration>,
+    /// The audit log: this process's stream and its checkpoints.
+    pub audit: AuditConfig,
 }
 
 impl Default for LedgerConfig {
@@ -46,6 +50,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             commit: CommitConfig::default(),
             hold_sweep_interval: Some(Duration::from_secs(1)),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -108,6 +113,8 @@ struct Inner {
     /// The PAN-fingerprint key: read from the store and unwrapped (or created there) on first
     /// use, like the cursor key.
     fingerprint_key: tokio::sync::OnceCell<Secret>,
+    /// This process's audit stream (`None` with the audit log off) and its checkpoint signer.
+    audit: Option<(Arc<Shared>, Arc<dyn CheckpointSigner>)>,
 }
 
 impl Ledger {
@@ -117,16 +124,41 @@ impl Ledger {
         Ledger::start_with_vault(store, clock, config, None)
     }
 
-    /// Starts the ledger with a vault for card numbers.
+    /// Starts the ledger with a vault for card numbers; checkpoints of its audit stream are
+    /// signed with a key of this process's own (see [`Ledger::start_with_signer`]).
     pub fn start_with_vault(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         config: LedgerConfig,
         vault: Option<Vault>,
     ) -> Ledger {
+        let signer: Option<Arc<dyn CheckpointSigner>> = match LocalCheckpointSigner::ephemeral() {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::error!(error = %e, "no checkpoint signing key; checkpoints are not signed");
+                None
+            }
+        };
+        Ledger::start_with_signer(store, clock, config, vault, signer)
+    }
+
+    /// Starts the ledger with a vault for card numbers and the signer of its audit stream's
+    /// checkpoints (`None`: records are written, checkpoints are not).
+    pub fn start_with_signer(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: LedgerConfig,
+        vault: Option<Vault>,
+        signer: Option<Arc<dyn CheckpointSigner>>,
+    ) -> Ledger {
         let (tx, rx) = mpsc::channel(config.commit.queue_len_max.max(1));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (stats_tx, stats) = watch::channel(CommitStats::default());
+        let (stopped_tx, stopped_rx) = watch::channel(false);
+        let audit = config.audit.enabled.then(|| {
+            let stream: Arc<str> = crate::audit_log::stream_name(&config.audit.writer).into();
+            Arc::new(Shared::new(stream, config.audit.checkpoint_records))
+        });
         let committer = Committer {
             store: store.clone(),
             clock: clock.clone(),
@@ -137,8 +169,22 @@ impl Ledger {
             stats: stats_tx,
             last_now: Timestamp::EPOCH,
             carry: None,
+            audit: audit
+                .as_ref()
+                .map(|shared| StreamWriter::new(config.audit.writer.clone(), shared.clone())),
+            stopped: stopped_tx,
         };
         let mut tasks = vec![spawn_committer(committer)];
+        if let (Some(shared), Some(signer)) = (&audit, &signer) {
+            tasks.push(tokio::spawn(crate::audit_log::checkpoint_loop(
+                store.clone(),
+                shared.clone(),
+                signer.clone(),
+                clock.clone(),
+                config.audit.checkpoint_interval,
+                stopped_rx,
+            )));
+        }
         let ledger = Ledger {
             inner: Arc::new(Inner {
                 store: RwLock::new(Some(store)),
@@ -151,8 +197,29 @@ impl Ledger {
                 ids: IdGen::new(),
                 vault,
                 fingerprint_key: tokio::sync::OnceCell::new(),
+                audit: audit.zip(signer),
             }),
         };
+        // The stream's first record: the service starting.
+        if config.audit.enabled {
+            let (reply, answer) = oneshot::channel();
+            // Nobody waits for it, but a job whose receiver is gone is dropped unexecuted.
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = answer.await {
+                    tracing::error!(error = %e, "the audit record of the service starting was not written");
+                }
+            });
+            let draft = audit::Draft::success(
+                "service.start",
+                audit::Actor::default(),
+                audit::Origin::default(),
+            )
+            .detail(format!("writer {}", config.audit.writer));
+            let _ = ledger
+                .inner
+                .tx
+                .try_send(Message::Append(Box::new(draft), reply));
+        }
         if let Some(interval) = config.hold_sweep_interval {
             tasks.push(tokio::spawn(sweep_loop(
                 ledger.clone(),
@@ -307,6 +374,7 @@ impl Ledger {
             tenant: tenant.clone(),
             key,
             op,
+            scope: crate::audit_log::current(),
         };
         self.inner
             .tx
@@ -316,6 +384,60 @@ impl Ledger {
                 mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
             })?;
         answer.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Appends an audit record of something other than a ledger command (a read, a refusal,
+    /// a card reveal, a key operation) and waits until it is committed; marks the current
+    /// request's scope recorded. Returns the record's sequence in this process's stream.
+    /// With the audit log off, records nothing and returns 0.
+    pub async fn audit_append(&self, draft: audit::Draft) -> Result<u64> {
+        if self.inner.audit.is_none() {
+            return Ok(0);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .try_send(Message::Append(Box::new(draft), reply))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
+            })?;
+        let seq = answer.await.map_err(|_| Error::ShuttingDown)??;
+        if let Some(scope) = crate::audit_log::current() {
+            scope.mark_recorded();
+        }
+        Ok(seq)
+    }
+
+    /// This process's audit stream: its name and the tree as of the last commit.
+    pub fn audit_stream(&self) -> Option<(String, crate::audit_log::Head)> {
+        self.inner
+            .audit
+            .as_ref()
+            .map(|(shared, _)| (shared.stream.to_string(), shared.head()))
+    }
+
+    /// The signer of this process's checkpoints.
+    pub fn audit_signer(&self) -> Option<Arc<dyn CheckpointSigner>> {
+        self.inner.audit.as_ref().map(|(_, signer)| signer.clone())
+    }
+
+    /// Signs and stores a checkpoint of this process's stream now, if records arrived since
+    /// the last one.
+    pub async fn audit_checkpoint_now(
+        &self,
+    ) -> Result<Option<audit::checkpoint::SignedCheckpoint>> {
+        let Some((shared, signer)) = &self.inner.audit else {
+            return Ok(None);
+        };
+        let store = self.store()?;
+        crate::audit_log::checkpointer::checkpoint_now(
+            &*store,
+            shared,
+            &**signer,
+            &*self.inner.clock,
+        )
+        .await
     }
 
     // ---- writes -------------------------------------------------------------------------------

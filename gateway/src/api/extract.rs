@@ -73,6 +73,13 @@ impl Scope for CardsReveal {
     const NAME: &'static str = "cards:reveal";
 }
 
+/// `audit:read`: the audit log's records, checkpoints and proofs (the auditor role).
+#[derive(Debug)]
+pub struct AuditRead;
+impl Scope for AuditRead {
+    const NAME: &'static str = "audit:read";
+}
+
 /// A caller proven to hold scope `S`.
 #[derive(Debug)]
 pub struct Auth<S: Scope>(pub Arc<Identity>, PhantomData<S>);
@@ -148,6 +155,7 @@ pub(crate) async fn verified(parts: &Parts, state: &AppState) -> Result<Arc<Iden
     let identity = key
         .verify(value, bound, jsonwebtoken::get_current_timestamp())
         .inspect_err(|e| tracing::warn!(reason = %e, "internal assertion refused"))?;
+    note_identity(&identity);
     tracing::Span::current().record("tenant", identity.tenant.as_str());
     Ok(Arc::new(identity))
 }
@@ -166,6 +174,9 @@ pub(crate) async fn bearer_identity(
     let identity = verifier.verify_refreshing(token).await.inspect_err(|e| {
         tracing::info!(reason = %e, "token refused");
     })?;
+    // Whatever is refused from here on (certificate, rate limit, scope) is recorded as this
+    // identity's.
+    note_identity(&identity);
     let cert = parts.extensions.get::<ClientCert>();
     crate::mtls::check(&identity, cert, cert_tenants).inspect_err(|e| {
         tracing::info!(reason = %e, tenant = identity.tenant.as_str(), "client certificate refused");
@@ -175,6 +186,17 @@ pub(crate) async fn bearer_identity(
     // before anything else is read: a refused request does nothing.
     rate_limits.admit_tenant(&identity.tenant)?;
     Ok(identity)
+}
+
+/// Tells the request's audit context who is asking.
+fn note_identity(identity: &Identity) {
+    if let Some(scope) = ledger::audit_log::current() {
+        scope.set_identity(
+            identity.tenant.as_str(),
+            &identity.subject,
+            identity.client_id.as_deref(),
+        );
+    }
 }
 
 /// The problem of a token without `scope`.

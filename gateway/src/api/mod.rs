@@ -14,6 +14,7 @@
 //! 4. the handlers, whose extractors check token and scope, `Idempotency-Key`, and the body.
 
 pub mod accounts;
+pub mod audit_log;
 pub mod cards;
 pub mod dto;
 pub mod extract;
@@ -95,6 +96,9 @@ pub struct Edge {
     pub headers_max: usize,
     /// Most bytes in a request's head (`header_bytes_max`).
     pub header_bytes_max: usize,
+    /// The ledger whose audit stream records every request, in the roles that have one (set
+    /// once it started; the gateway alone in front of a ledger records nothing itself).
+    pub audit: std::sync::OnceLock<Ledger>,
 }
 
 #[derive(OpenApi)]
@@ -109,6 +113,7 @@ pub struct Edge {
         (name = "accounts", description = "Accounts, balances, history"),
         (name = "transfers", description = "Transfers, journal entries, batches, holds, reversals"),
         (name = "cards", description = "The card vault: tokenize, read masked, reveal, delete"),
+        (name = "audit", description = "The audit log: records, signed checkpoints, inclusion and consistency proofs"),
         (name = "operations", description = "Health and trial balance"),
     )
 )]
@@ -148,6 +153,10 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(cards::tokenize_card))
         .routes(routes!(cards::get_card, cards::delete_card))
         .routes(routes!(cards::reveal_card))
+        .routes(routes!(audit_log::list_events))
+        .routes(routes!(audit_log::latest_checkpoints))
+        .routes(routes!(audit_log::inclusion_proof))
+        .routes(routes!(audit_log::consistency_proof))
         .routes(routes!(ops::trial_balance))
         .routes(routes!(ops::live))
         .routes(routes!(ops::ready))
@@ -191,7 +200,8 @@ pub fn router(state: Arc<AppState>, edge: Arc<Edge>) -> Router {
                 }
             }),
         )
-        .with_state(state);
+        .with_state(state)
+        .route_layer(middleware::from_fn(crate::auditlog::note_route));
     stack(routes, edge)
 }
 
@@ -254,15 +264,30 @@ async fn edge(State(state): State<Arc<Edge>>, req: Request, next: Next) -> Respo
     let health = path.starts_with("/health/");
     // The client address's budget first, before anything looks at the token: a flood of bad
     // tokens costs a map lookup each, not a signature check.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let ip = if health {
         None
     } else {
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
         state.rate_limits.check_ip(peer, req.headers())
     };
+    // The request's audit context: what is known before the token is read.
+    let recorder = state
+        .audit
+        .get()
+        .filter(|_| crate::auditlog::audited(&path))
+        .cloned();
+    let scope = recorder.as_ref().map(|_| {
+        ledger::audit_log::AuditScope::new(
+            Some(state.rate_limits.client_ip(peer, req.headers()).to_string()),
+            Some(id.clone()),
+            crate::auditlog::trace_id(req.headers().get("traceparent")),
+        )
+    });
+    let audit_method = req.method().clone();
+    let audit_path = path.clone();
     let ip_refused = ip.filter(Standing::refused);
     let permit = if health || ip_refused.is_some() {
         None
@@ -305,10 +330,21 @@ async fn edge(State(state): State<Arc<Edge>>, req: Request, next: Next) -> Respo
         drop(permit);
         response
     };
+    let scoped = async {
+        match &scope {
+            Some(scope) => ledger::audit_log::scoped(scope.clone(), work).await,
+            None => work.await,
+        }
+    };
     let (mut response, tenant) = REQUEST
-        .scope(context, ratelimit::scope(work))
+        .scope(context, ratelimit::scope(scoped))
         .instrument(span.clone())
         .await;
+    if let (Some(ledger), Some(scope)) = (&recorder, &scope) {
+        response = crate::auditlog::record(ledger, scope, &audit_method, &audit_path, response)
+            .instrument(span.clone())
+            .await;
+    }
     let headers = response.headers_mut();
     let standings: Vec<Standing> = ip.into_iter().chain(tenant.into_iter().flatten()).collect();
     ratelimit::fields::write(headers, &standings);

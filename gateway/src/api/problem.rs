@@ -127,6 +127,8 @@ problem_kinds! {
     CardExpired => (UNPROCESSABLE_ENTITY, "card-expired", "The card has expired"),
     KeyServiceUnavailable => (SERVICE_UNAVAILABLE, "key-service-unavailable", "The key service is unavailable; nothing was stored or revealed"),
     CardUnreadable => (INTERNAL_SERVER_ERROR, "card-unreadable", "A stored card number did not decrypt"),
+    AuditUnavailable => (SERVICE_UNAVAILABLE, "audit-unavailable", "The action could not be recorded in the audit log, so it was not answered; retry later"),
+    InvalidAuditQuery => (BAD_REQUEST, "invalid-audit-query", "The audit log cannot answer this query as asked"),
 }
 
 impl ProblemKind {
@@ -265,10 +267,20 @@ pub fn mask_json(value: &mut Value) {
 
 /// The one way an error becomes an answer: the problem body ([`ApiError::body`], masked) and
 /// the headers, the challenge masked too.
+/// What a problem answer tells the audit record of its request (`crate::auditlog`): the
+/// problem type and detail, as the answer has them.
+#[derive(Clone, Debug)]
+pub struct ProblemNote(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
         let mut response = (self.kind.status(), body).into_response();
+        response.extensions_mut().insert(ProblemNote(format!(
+            "{}: {}",
+            self.kind.slug(),
+            audit::mask_pans(&self.detail)
+        )));
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(more) = self.more {
@@ -503,6 +515,7 @@ impl From<ledger::Error> for ApiError {
                 .retry_after(1)
             }
             E::Vault(error) => vault_error(&error),
+            E::AuditQuery(why) => ApiError::new(ProblemKind::InvalidAuditQuery, why),
             E::Corrupt(why) => {
                 tracing::error!(%why, "invariant broken; request refused");
                 ApiError::new(

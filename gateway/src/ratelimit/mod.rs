@@ -325,6 +325,12 @@ impl<C: Clock + Clone> RateLimits<C> {
         Some(policy.check(&client_ip::limit_key(client)))
     }
 
+    /// The client's address, as the per-address limit sees it (through trusted proxies).
+    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        self.trusted_proxies.client_ip(peer, headers)
+    }
+
     /// Counts a request of `tenant` against its tier; `None` when the tenant has no limit.
     pub fn check_tenant(&self, tenant: &TenantId) -> Option<Standing> {
         let tier = self.tier_of.get(tenant).copied().or(self.default_tier)?;

@@ -247,6 +247,20 @@ pub fn check_transaction(ops: &[WriteOp], limits: StoreLimits) -> Result<(), Sto
     let mut keys: std::collections::HashSet<&Key, KeyHasher> =
         std::collections::HashSet::with_capacity_and_hasher(ops.len(), Default::default());
     for op in ops {
+        if crate::layout::is_audit(op.key())
+            && !matches!(
+                op,
+                WriteOp::Put {
+                    condition: Condition::NotExists,
+                    ..
+                }
+            )
+        {
+            return Err(StoreError::Invalid(format!(
+                "the audit log is append-only: {:?} may only be put where nothing is",
+                op.key()
+            )));
+        }
         if !keys.insert(op.key()) {
             return Err(StoreError::Invalid(format!(
                 "two actions on {:?}",

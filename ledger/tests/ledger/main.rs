@@ -12,6 +12,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod audit_log;
 mod properties;
 mod scenarios;
 mod vault_kms;
@@ -92,6 +93,7 @@ impl Harness {
         let config = LedgerConfig {
             commit,
             hold_sweep_interval: None,
+            ..LedgerConfig::default()
         };
         let store = wrap(SqliteStore::open_with(&path, options).unwrap());
         let ledger = Ledger::start(store, Arc::new(clock.clone()), config);
@@ -259,6 +261,7 @@ fn open_with(path: &Path, clock: &ManualClock, commit: CommitConfig) -> Ledger {
     let config = LedgerConfig {
         commit,
         hold_sweep_interval: None,
+        ..LedgerConfig::default()
     };
     Ledger::start(Arc::new(store), Arc::new(clock.clone()), config)
 }

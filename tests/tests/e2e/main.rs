@@ -51,6 +51,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod architecture;
+mod audit_log;
 mod auth;
 mod bad_input;
 mod cards;

@@ -26,7 +26,9 @@ async fn commit_counters_follow_the_writes() {
     let page = scrape(&url).await;
     assert_eq!(metric(&page, "strongroom_commit_requests_total"), 5.0);
     let transactions = metric(&page, "strongroom_commit_transactions_total");
-    assert!((1.0..=5.0).contains(&transactions), "{transactions}");
+    // Audit records of what the committer does not execute (the service starting, reads,
+    // refusals) take transactions of their own when no command shares them.
+    assert!((1.0..=12.0).contains(&transactions), "{transactions}");
     assert_eq!(metric(&page, "strongroom_commit_retries_total"), 0.0);
     if std::env::var("E2E_STORE").as_deref() == Ok("dynamodb") {
         assert!(metric(&page, "strongroom_dynamodb_requests_total") > 0.0);

@@ -34,6 +34,10 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("POST", "/v1/transfers/{transfer_id}/reverse"),
     ("POST", "/v1/transfers/{transfer_id}/void"),
     ("GET", "/v1/trial-balance"),
+    ("GET", "/v1/audit/events"),
+    ("GET", "/v1/audit/checkpoints/latest"),
+    ("GET", "/v1/audit/proofs/inclusion"),
+    ("GET", "/v1/audit/proofs/consistency"),
 ];
 
 const METHODS: &[&str] = &[

@@ -119,6 +119,7 @@ async fn the_gateway_alone_serves_the_api_through_the_ledger_alone() {
         scopes: vec!["ledger:read".into()],
         roles: Vec::new(),
         expires_at: jsonwebtoken::get_current_timestamp() + 600,
+        client_id: None,
         cert_thumbprint: None,
     };
     let assertion = |path: &str, rid: &str, key: &InternalKey| {

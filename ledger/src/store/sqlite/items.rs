@@ -26,6 +26,13 @@ pub fn applied_seq(conn: &Connection) -> Result<u64, StoreError> {
     u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("applied_seq {seq}")))
 }
 
+/// Writes an item. An upsert, not `INSERT OR REPLACE`: a replace deletes the old row without
+/// firing delete triggers, which would slip past the audit log's (`schema`). Writing an item
+/// as it already is (a replay) changes nothing and fires nothing.
+const UPSERT: &str = "INSERT INTO items (pk, sk, version, body) VALUES (?1, ?2, ?3, ?4) \
+    ON CONFLICT (pk, sk) DO UPDATE SET version = excluded.version, body = excluded.body \
+    WHERE version IS NOT excluded.version OR body IS NOT excluded.body";
+
 /// Writes a layer (latest value per key) and the journal position it reaches, in one
 /// transaction. Keys come sorted, so the b-tree is walked in order.
 pub fn materialize(conn: &mut Connection, layer: &Layer, seq: u64) -> Result<(), StoreError> {
@@ -33,11 +40,7 @@ pub fn materialize(conn: &mut Connection, layer: &Layer, seq: u64) -> Result<(),
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(unavailable)?;
     {
-        let mut put = tx
-            .prepare_cached(
-                "INSERT OR REPLACE INTO items (pk, sk, version, body) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .map_err(unavailable)?;
+        let mut put = tx.prepare_cached(UPSERT).map_err(unavailable)?;
         let mut delete = tx
             .prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")
             .map_err(unavailable)?;

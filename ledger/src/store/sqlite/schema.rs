@@ -18,7 +18,13 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SQLITE_CACHE_KIB: i64 = 64 * 1024;
 
 /// Migrations of the items file.
-pub const ITEMS_MIGRATIONS: &[&str] = &["CREATE TABLE items (
+///
+/// 2: the audit log's items (partition keys starting with `AUDIT`) are append-only in the
+/// schema itself: triggers refuse to update or delete them, whoever asks. (`INSERT OR REPLACE`
+/// deletes without firing delete triggers unless `recursive_triggers` is on, which `configure`
+/// turns on; the materializer writes with an upsert, which fires the update trigger.)
+pub const ITEMS_MIGRATIONS: &[&str] = &[
+    "CREATE TABLE items (
         pk TEXT NOT NULL,
         sk TEXT NOT NULL,
         version INTEGER NOT NULL CHECK (version > 0),
@@ -26,7 +32,14 @@ pub const ITEMS_MIGRATIONS: &[&str] = &["CREATE TABLE items (
         PRIMARY KEY (pk, sk)
     ) WITHOUT ROWID;
     CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-    INSERT INTO meta (name, value) VALUES ('applied_seq', 0)"];
+    INSERT INTO meta (name, value) VALUES ('applied_seq', 0)",
+    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON items
+        WHEN substr(OLD.pk, 1, 5) = 'AUDIT'
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: no update'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON items
+        WHEN substr(OLD.pk, 1, 5) = 'AUDIT'
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: no delete'); END",
+];
 
 /// The schema version of the items file this build writes.
 pub const ITEMS_SCHEMA_VERSION: i64 = ITEMS_MIGRATIONS.len() as i64;
@@ -47,6 +60,9 @@ pub fn configure(conn: &Connection, role: Role) -> Result<(), StoreError> {
     conn.pragma_update(None, "cache_size", -SQLITE_CACHE_KIB)
         .map_err(unavailable)?;
     conn.set_prepared_statement_cache_capacity(32);
+    // A REPLACE conflict then fires delete triggers: the audit log's refuse it.
+    conn.pragma_update(None, "recursive_triggers", "ON")
+        .map_err(unavailable)?;
     if role == Role::Reader {
         return Ok(());
     }
