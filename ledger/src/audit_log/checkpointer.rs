@@ -99,6 +99,7 @@ pub(crate) async fn checkpoint_loop(
             }
         }
         if stopping {
+            // Once more: a retry if the round above failed, nothing if it signed.
             if let Err(e) = checkpoint_now(&*store, &shared, &*signer, &*clock).await {
                 tracing::error!(error = %e, "the last audit checkpoint failed");
             }

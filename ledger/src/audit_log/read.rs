@@ -346,8 +346,14 @@ impl Ledger {
         }
     }
 
-    /// The leaf hashes of a stream's first `size` records, checked against the records.
-    async fn audit_leaves(&self, stream: &str, size: u64) -> Result<(Vec<Hash>, Vec<Vec<u8>>)> {
+    /// The leaf hashes of a stream's first `size` records, hashed from the records, and the
+    /// stored bytes of record `keep`, if asked for.
+    async fn audit_leaves(
+        &self,
+        stream: &str,
+        size: u64,
+        keep: Option<u64>,
+    ) -> Result<(Vec<Hash>, Option<Vec<u8>>)> {
         if size > AUDIT_PROOF_LEAVES_MAX {
             return Err(Error::AuditQuery(format!(
                 "a proof over {size} records; at most {AUDIT_PROOF_LEAVES_MAX} (export the stream and run `strongroom audit proof` on the export)"
@@ -355,7 +361,7 @@ impl Ledger {
         }
         let store = self.store()?;
         let mut leaves = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        let mut records = Vec::new();
+        let mut kept = None;
         let mut bad: Option<Error> = None;
         scan_stream(&*store, stream, 0, |seq, stored| {
             if seq >= size {
@@ -370,7 +376,9 @@ impl Ledger {
             }
             // The stored hash is a locator; a proof is of what is stored.
             leaves.push(merkle::leaf_hash(&stored.record));
-            records.push(stored.record);
+            if keep == Some(seq) {
+                kept = Some(stored.record);
+            }
             Ok(true)
         })
         .await?;
@@ -380,7 +388,7 @@ impl Ledger {
         if (leaves.len() as u64) < size {
             return Err(Error::NotFound);
         }
-        Ok((leaves, records))
+        Ok((leaves, kept))
     }
 
     /// The size of the tree proofs default to: the stream's latest checkpoint's.
@@ -410,14 +418,14 @@ impl Ledger {
                 "record {seq} is not in a tree of {size} records"
             )));
         }
-        let (leaves, mut records) = self.audit_leaves(stream, size).await?;
+        let (leaves, record) = self.audit_leaves(stream, size, Some(seq)).await?;
         let proof = merkle::inclusion_proof(&leaves, seq, size)
             .map_err(|e| Error::AuditQuery(e.to_string()))?;
         let index = usize::try_from(seq).map_err(|_| Error::NotFound)?;
         Ok(InclusionProof {
             stream: stream.to_owned(),
             seq,
-            record: std::mem::take(&mut records[index]),
+            record: record.ok_or(Error::NotFound)?,
             leaf: leaves[index],
             tree_size: size,
             root: merkle::root(&leaves),
@@ -443,7 +451,7 @@ impl Ledger {
                 "no consistency proof from {old_size} to {new_size} records: the old tree must be non-empty and no larger"
             )));
         }
-        let (leaves, _) = self.audit_leaves(stream, new_size).await?;
+        let (leaves, _) = self.audit_leaves(stream, new_size, None).await?;
         let old = usize::try_from(old_size).map_err(|_| Error::NotFound)?;
         let proof = merkle::consistency_proof(&leaves, old_size, new_size)
             .map_err(|e| Error::AuditQuery(e.to_string()))?;

@@ -26,7 +26,7 @@ pub struct AuditScope {
 struct State {
     actor: Actor,
     origin: Origin,
-    recorded: u32,
+    recorded: bool,
 }
 
 impl AuditScope {
@@ -72,12 +72,12 @@ impl AuditScope {
 
     /// Notes that a record of this request was committed.
     pub fn mark_recorded(&self) {
-        self.lock().recorded += 1;
+        self.lock().recorded = true;
     }
 
     /// Whether a record of this request was committed.
     pub fn recorded(&self) -> bool {
-        self.lock().recorded > 0
+        self.lock().recorded
     }
 }
 

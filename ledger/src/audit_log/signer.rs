@@ -29,14 +29,12 @@ pub trait CheckpointSigner: Send + Sync + fmt::Debug + 'static {
 #[derive(Debug)]
 pub struct LocalCheckpointSigner {
     key: LocalSigner,
-    key_id: String,
 }
 
 impl LocalCheckpointSigner {
     /// Wraps a loaded key.
     pub fn new(key: LocalSigner) -> LocalCheckpointSigner {
-        let key_id = key.key_id().to_owned();
-        LocalCheckpointSigner { key, key_id }
+        LocalCheckpointSigner { key }
     }
 
     /// A key that lives only as long as the process: for tests and tools that verify what they
@@ -51,7 +49,7 @@ impl LocalCheckpointSigner {
 #[async_trait]
 impl CheckpointSigner for LocalCheckpointSigner {
     fn key_id(&self) -> &str {
-        &self.key_id
+        self.key.key_id()
     }
 
     async fn sign(&self, checkpoint: &Checkpoint) -> Result<SignedCheckpoint, Error> {

@@ -106,9 +106,9 @@ pub(crate) struct Built {
 pub(crate) struct StreamWriter {
     stream: Arc<str>,
     writer: String,
-    next_seq: u64,
+    /// The tree of the committed records; its size is the next record's sequence, and a
+    /// stream with none has no registry row yet.
     frontier: Frontier,
-    registered: bool,
     /// A transaction's outcome is unknown: read back before the next.
     pub uncertain: bool,
     shared: Arc<Shared>,
@@ -120,9 +120,7 @@ impl StreamWriter {
         StreamWriter {
             stream: shared.stream.clone(),
             writer,
-            next_seq: 0,
             frontier: Frontier::new(),
-            registered: false,
             uncertain: false,
             shared,
         }
@@ -130,7 +128,7 @@ impl StreamWriter {
 
     /// The sequence number the next record takes.
     pub fn next_seq(&self) -> u64 {
-        self.next_seq
+        self.frontier.size()
     }
 
     /// The records of `drafts`, numbered from the next sequence, made at `now`.
@@ -138,7 +136,12 @@ impl StreamWriter {
         let mut stored = Vec::new();
         let mut leaves = Vec::new();
         for (i, draft) in drafts.enumerate() {
-            let record = Record::stamp(draft, &self.stream, self.next_seq + i as u64, now.micros());
+            let record = Record::stamp(
+                draft,
+                &self.stream,
+                self.next_seq() + i as u64,
+                now.micros(),
+            );
             let bytes = record.encode();
             let leaf = leaf_hash(&bytes);
             leaves.push(leaf);
@@ -147,8 +150,8 @@ impl StreamWriter {
                 record: bytes,
             });
         }
-        let mut ops = block::blocks(&self.stream, self.next_seq, stored);
-        if !self.registered && !ops.is_empty() {
+        let mut ops = block::blocks(&self.stream, self.next_seq(), stored);
+        if self.next_seq() == 0 && !ops.is_empty() {
             let info = StreamInfo {
                 writer: self.writer.clone(),
                 started_at: now,
@@ -173,8 +176,6 @@ impl StreamWriter {
         for leaf in built.leaves {
             self.frontier.push(leaf);
         }
-        self.next_seq = self.frontier.size();
-        self.registered = true;
         self.shared.moved(Head {
             size: self.frontier.size(),
             root: self.frontier.root(),
@@ -186,29 +187,29 @@ impl StreamWriter {
     pub async fn resync(&mut self, store: &dyn Store) -> Result<(), Error> {
         let partition = layout::audit_partition(&self.stream);
         let mut query = Query::prefix(partition, layout::AUDIT_BLOCK_PREFIX, 64);
-        query.from = layout::audit_block(&self.stream, self.next_seq).sk;
+        query.from = layout::audit_block(&self.stream, self.next_seq()).sk;
         loop {
             let page = store.query(query.clone()).await?;
             for item in &page.items {
                 let block = Block::decode(item)?;
-                if block.first_seq != self.next_seq {
+                if block.first_seq != self.next_seq() {
                     return Err(Error::Corrupt(format!(
                         "audit stream {}: a block starts at record {}, expected {}",
-                        self.stream, block.first_seq, self.next_seq
+                        self.stream,
+                        block.first_seq,
+                        self.next_seq()
                     )));
                 }
                 for stored in block.records {
                     self.frontier.push(stored.leaf);
                 }
-                self.next_seq = self.frontier.size();
             }
             match page.next {
                 Some(after) => query.after = Some(after),
                 None => break,
             }
         }
-        if self.next_seq > 0 {
-            self.registered = true;
+        if self.next_seq() > 0 {
             self.shared.moved(Head {
                 size: self.frontier.size(),
                 root: self.frontier.root(),

@@ -156,6 +156,15 @@ async fn every_request_is_recorded_with_who_what_when_outcome_and_origin() {
         .get("/v1/audit/events?from=yesterday")
         .await;
     bad.expect_problem(400, "invalid-parameter");
+    // Pages hold 1 to AUDIT_PAGE_LEN_MAX records (500, taken above).
+    for limit in [0, ledger::audit_log::read::AUDIT_PAGE_LEN_MAX + 1] {
+        instance
+            .anonymous(crate::harness::Protocol::Negotiated)
+            .with_token(&instance.tokens.mint("acme", AUDITOR))
+            .get(&format!("/v1/audit/events?limit={limit}"))
+            .await
+            .expect_problem(400, "invalid-parameter");
+    }
     instance.stop().await;
 }
 
