@@ -35,5 +35,5 @@ pub use checkpoint::{
 pub use export::{ExportError, ExportWriter, Progress, Report, valid_stream_name, verify_export};
 pub use mask::{MaskStyle, contains_pan, identifier_holds_pan, luhn_valid, mask_pans, masked_pan};
 pub use merkle::{Frontier, Hash, ProofError};
-pub use record::{Actor, Draft, Origin, Outcome, Record};
+pub use record::{Actor, Draft, Origin, Outcome, Record, Stamper};
 pub use verify::{Failure, Place, StreamSummary, StreamVerifier};

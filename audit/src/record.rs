@@ -182,49 +182,77 @@ impl Draft {
     }
 }
 
-impl Record {
-    /// The record of `draft` at `seq` of `stream`, made at `time_us` (microseconds since the
-    /// Unix epoch): text masked ([`crate::mask_pans`]) and cut to its bounds.
-    pub fn stamp(draft: Draft, stream: &str, seq: u64, time_us: i64) -> Record {
-        let field = |s: Option<String>| s.map(|s| bounded(&s, FIELD_LEN_MAX));
+/// Stamps the records of one commit: the stream and the time are bounded and formatted once
+/// for all of them.
+#[derive(Clone, Debug)]
+pub struct Stamper {
+    stream: String,
+    time: String,
+}
+
+impl Stamper {
+    /// For records of `stream` made at `time_us` (microseconds since the Unix epoch).
+    pub fn new(stream: &str, time_us: i64) -> Stamper {
+        Stamper {
+            stream: bounded(stream.to_owned(), FIELD_LEN_MAX),
+            time: format_time(time_us),
+        }
+    }
+
+    /// The record of `draft` at `seq`: text masked ([`crate::mask_pans`]) and cut to its
+    /// bounds.
+    pub fn stamp(&self, draft: Draft, seq: u64) -> Record {
+        let field = |s: Option<String>| s.map(|s| bounded(s, FIELD_LEN_MAX));
+        let more = draft.resources.len().saturating_sub(RESOURCES_MAX - 1);
         let mut resources: Vec<String> = draft
             .resources
-            .iter()
+            .into_iter()
             .take(RESOURCES_MAX)
-            .map(|r| resource_id(r))
+            .map(resource_id)
             .collect();
-        if draft.resources.len() > RESOURCES_MAX {
-            let more = draft.resources.len() - (RESOURCES_MAX - 1);
+        if more > 1 {
             resources.truncate(RESOURCES_MAX - 1);
             resources.push(format!("…+{more} more"));
         }
         Record {
             v: SCHEMA_VERSION,
-            stream: bounded(stream, FIELD_LEN_MAX),
+            stream: self.stream.clone(),
             seq,
-            time: format_time(time_us),
+            time: self.time.clone(),
             actor: Actor {
                 tenant: field(draft.actor.tenant),
                 subject: field(draft.actor.subject),
                 client_id: field(draft.actor.client_id),
                 source_ip: field(draft.actor.source_ip),
             },
-            action: bounded(&draft.action, FIELD_LEN_MAX),
+            action: bounded(draft.action, FIELD_LEN_MAX),
             resources,
             outcome: draft.outcome,
-            reason: draft.reason.map(|r| bounded(&r, REASON_LEN_MAX)),
-            detail: draft.detail.map(|d| bounded(&d, DETAIL_LEN_MAX)),
+            reason: draft.reason.map(|r| bounded(r, REASON_LEN_MAX)),
+            detail: draft.detail.map(|d| bounded(d, DETAIL_LEN_MAX)),
             origin: Origin {
                 request_id: field(draft.origin.request_id),
                 trace_id: field(draft.origin.trace_id),
             },
         }
     }
+}
+
+impl Record {
+    /// The record of `draft` at `seq` of `stream`, made at `time_us` (microseconds since the
+    /// Unix epoch): text masked ([`crate::mask_pans`]) and cut to its bounds.
+    pub fn stamp(draft: Draft, stream: &str, seq: u64, time_us: i64) -> Record {
+        Stamper::new(stream, time_us).stamp(draft, seq)
+    }
 
     /// The stored form: compact JSON, fields in declaration order.
     pub fn encode(&self) -> Vec<u8> {
         // Serializing plain strings, numbers and options into a Vec cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(512);
+        match serde_json::to_writer(&mut out, self) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Reads a stored record.
@@ -253,19 +281,21 @@ pub struct RecordError(pub String);
 
 /// `text` masked, control characters replaced with U+FFFD, and cut to `max` bytes at a
 /// character boundary (with `…` marking the cut).
-fn bounded(text: &str, max: usize) -> String {
-    let masked = crate::mask_pans(text);
-    let masked: std::borrow::Cow<'_, str> = if masked.chars().any(char::is_control) {
+fn bounded(text: String, max: usize) -> String {
+    let masked = match crate::mask_pans(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(masked) => masked,
+    };
+    let masked = if masked.chars().any(char::is_control) {
         masked
             .chars()
             .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
             .collect::<String>()
-            .into()
     } else {
         masked
     };
     if masked.len() <= max {
-        return masked.into_owned();
+        return masked;
     }
     let mut end = max - '…'.len_utf8();
     while !masked.is_char_boundary(end) {
@@ -274,20 +304,26 @@ fn bounded(text: &str, max: usize) -> String {
     format!("{}…", &masked[..end])
 }
 
+/// Whether a resource id's character is kept as it is.
+fn resource_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-' | '*')
+}
+
 /// A resource id: masked, characters other than ASCII letters, digits and `:._-` replaced with
 /// `_`, cut to [`RESOURCE_LEN_MAX`] bytes.
-fn resource_id(id: &str) -> String {
-    let masked = crate::mask_pans(id);
-    let mut out: String = masked
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-') || c == '*' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+fn resource_id(id: String) -> String {
+    let masked = match crate::mask_pans(&id) {
+        std::borrow::Cow::Borrowed(_) => id,
+        std::borrow::Cow::Owned(masked) => masked,
+    };
+    let mut out = if masked.chars().all(resource_char) {
+        masked
+    } else {
+        masked
+            .chars()
+            .map(|c| if resource_char(c) { c } else { '_' })
+            .collect()
+    };
     out.truncate(RESOURCE_LEN_MAX);
     out
 }

@@ -343,7 +343,7 @@ impl Committer {
             }
             let (results, mut ops, now) = self.plan(commands).await?;
             let ledger_ops = ops.len();
-            let built = self.audit.as_ref().map(|stream| {
+            let mut built = self.audit.as_ref().map(|stream| {
                 let records = order.iter().map(|slot| match *slot {
                     Slot::Command(i) => crate::audit_log::command_draft(&commands[i], &results[i]),
                     Slot::Append(i) => drafts[i].clone(),
@@ -351,8 +351,8 @@ impl Committer {
                 stream.build(records, now)
             });
             let first_seq = self.audit.as_ref().map_or(0, |s| s.next_seq());
-            if let Some(built) = &built {
-                ops.extend(built.ops.iter().cloned());
+            if let Some(built) = &mut built {
+                ops.append(&mut built.ops);
             }
             if ops.is_empty() {
                 return Ok((results, first_seq));

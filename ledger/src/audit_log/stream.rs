@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 
 use audit::merkle::{Frontier, Hash, leaf_hash};
-use audit::{Draft, Record};
+use audit::{Draft, Stamper};
 use serde::{Deserialize, Serialize};
 
 use super::block::{self, Block, Stored};
@@ -135,13 +135,9 @@ impl StreamWriter {
     pub fn build(&self, drafts: impl Iterator<Item = Draft>, now: Timestamp) -> Built {
         let mut stored = Vec::new();
         let mut leaves = Vec::new();
+        let stamper = Stamper::new(&self.stream, now.micros());
         for (i, draft) in drafts.enumerate() {
-            let record = Record::stamp(
-                draft,
-                &self.stream,
-                self.next_seq() + i as u64,
-                now.micros(),
-            );
+            let record = stamper.stamp(draft, self.next_seq() + i as u64);
             let bytes = record.encode();
             let leaf = leaf_hash(&bytes);
             leaves.push(leaf);

@@ -77,6 +77,12 @@ pub fn configure(conn: &Connection, role: Role) -> Result<(), StoreError> {
     }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(unavailable)?;
+    // The audit triggers make every write statement keep a statement journal (the pages it
+    // changed, to undo it alone if a trigger aborts it); in memory rather than a temporary
+    // file, so the materializer's upserts make no extra system calls. It holds one statement's
+    // pages at a time.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(unavailable)?;
     Ok(())
 }
 
