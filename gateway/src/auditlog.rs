@@ -372,6 +372,9 @@ pub async fn record(
             .map_or_else(|| status.to_string(), |n| n.0.clone());
         audit::Draft::failure(action, scope.actor(), scope.origin(), reason)
     };
+    if let Some(detail) = scope.detail() {
+        draft = draft.detail(detail);
+    }
     match &template {
         Some(t) => {
             for (kind, id) in path_resources(t, path) {

@@ -11,6 +11,9 @@
 //! route or after its short life (a replay of the same request within it meets the ledger's
 //! idempotency: a write needs the same `Idempotency-Key` and returns the first answer).
 //!
+//! The claims may also name the partner's address as the gateway established it, which the
+//! ledger records as the audit record's `source_ip` (its own peer is the gateway).
+//!
 //! The wire form is `v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256("v1." + claims))>`.
 //! A MAC, not a signature: both sides are ours, it costs about a microsecond, and the key never
 //! leaves the two processes. The key file holds at least [`INTERNAL_KEY_BYTES_MIN`] random bytes
@@ -63,6 +66,11 @@ struct Claims<'a> {
     /// the audit log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cid: Option<std::borrow::Cow<'a, str>>,
+    /// The partner's address as the gateway established it (its peer, or the rightmost
+    /// untrusted `X-Forwarded-For` entry), for the audit record: the ledger's own peer is the
+    /// gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip: Option<String>,
 }
 
 /// The request an assertion is bound to.
@@ -145,6 +153,17 @@ impl InternalKey {
 
     /// The assertion for `identity` on request `bound`, made at `now` (seconds since the epoch).
     pub fn assert(&self, identity: &Identity, bound: Bound<'_>, now: u64) -> String {
+        self.assert_from(identity, None, bound, now)
+    }
+
+    /// [`InternalKey::assert`], also naming the partner's address (`client`).
+    pub fn assert_from(
+        &self,
+        identity: &Identity,
+        client: Option<std::net::IpAddr>,
+        bound: Bound<'_>,
+        now: u64,
+    ) -> String {
         let claims = Claims {
             sub: identity.subject.as_str().into(),
             ten: identity.tenant.as_str().into(),
@@ -156,6 +175,7 @@ impl InternalKey {
             p: bound.path_and_query.into(),
             rid: bound.request_id.into(),
             cid: identity.client_id.as_deref().map(Into::into),
+            ip: client.map(|ip| ip.to_string()),
         };
         // Serializing strings and numbers cannot fail.
         let json = serde_json::to_vec(&claims).unwrap_or_default();
@@ -173,6 +193,18 @@ impl InternalKey {
 
     /// The identity an assertion proves for request `bound` at `now`, or why it proves none.
     pub fn verify(&self, value: &str, bound: Bound<'_>, now: u64) -> Result<Identity, AuthError> {
+        self.verify_from(value, bound, now)
+            .map(|(identity, _)| identity)
+    }
+
+    /// [`InternalKey::verify`], with the partner's address the assertion names, if it names
+    /// one.
+    pub fn verify_from(
+        &self,
+        value: &str,
+        bound: Bound<'_>,
+        now: u64,
+    ) -> Result<(Identity, Option<std::net::IpAddr>), AuthError> {
         if value.len() > ASSERTION_BYTES_MAX {
             return Err(AuthError::TooLarge);
         }
@@ -209,7 +241,14 @@ impl InternalKey {
         }
         let tenant = TenantId::new(&claims.ten)
             .ok_or_else(|| AuthError::Claims(format!("invalid tenant {:?}", claims.ten)))?;
-        Ok(Identity {
+        let client = match &claims.ip {
+            Some(ip) => Some(
+                ip.parse::<std::net::IpAddr>()
+                    .map_err(|_| AuthError::Claims(format!("invalid address {ip:?}")))?,
+            ),
+            None => None,
+        };
+        let identity = Identity {
             subject: claims.sub.into_owned(),
             tenant,
             scopes: claims.scp.into_owned(),
@@ -219,7 +258,8 @@ impl InternalKey {
             // A certificate binding was checked by the gateway, on the partner's connection;
             // this connection is the gateway's.
             cert_thumbprint: None,
-        })
+        };
+        Ok((identity, client))
     }
 }
 
@@ -331,6 +371,24 @@ mod tests {
             k.verify(&k.assert(&late, bound(), NOW), bound(), NOW),
             Ok(late)
         );
+        // The partner's address rides along, under the MAC.
+        let ip: std::net::IpAddr = "203.0.113.9".parse().expect("ip");
+        let from = k.assert_from(&identity(), Some(ip), bound(), NOW);
+        assert_eq!(
+            k.verify_from(&from, bound(), NOW),
+            Ok((identity(), Some(ip)))
+        );
+        assert_eq!(k.verify_from(&a, bound(), NOW), Ok((identity(), None)));
+        let (head, tag) = from.rsplit_once('.').expect("tag");
+        let moved = String::from_utf8(
+            URL_SAFE_NO_PAD
+                .decode(head.trim_start_matches("v1."))
+                .expect("b64"),
+        )
+        .expect("utf8")
+        .replace("203.0.113.9", "198.51.100.1");
+        let moved = format!("v1.{}.{tag}", URL_SAFE_NO_PAD.encode(moved));
+        check(&moved, bound(), NOW, AuthError::BadSignature);
         for garbage in ["", "v1", "v1.x", "v2.e30.AAAA", "v1.e30.!!", "v1.e30.AAAA"] {
             assert!(k.verify(garbage, bound(), NOW).is_err(), "{garbage}");
         }

@@ -335,8 +335,11 @@ async fn forward(
     strip_hop_by_hop(&mut headers);
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
-    let assertion = shared.key.assert(
+    // The partner's address goes into the assertion for the ledger's audit record.
+    let client = checks.rate_limits.client_ip(Some(peer.ip()), &headers);
+    let assertion = shared.key.assert_from(
         &identity,
+        Some(client),
         Bound {
             method: parts.method.as_str(),
             path_and_query: &path_and_query,

@@ -262,19 +262,15 @@ pub async fn reveal_card(
     Path(card_id): Path<String>,
     Json(body): Json<RevealRequest>,
 ) -> Result<Response, ApiError> {
-    let reason = RevealReason::new(&body.reason)?;
+    // The stated reason goes into the request's audit record (masked and bounded there),
+    // whether the reveal is then done or refused.
+    if let Some(scope) = ledger::audit_log::current() {
+        scope.set_detail(&body.reason);
+    }
+    RevealReason::new(&body.reason)?;
     let id = card_path(&card_id)?;
     state.rate_limits.admit_reveal(&auth.0.tenant)?;
     let revealed = state.ledger.reveal_card(&auth.0.tenant, &id).await?;
-    // The audit log (issue 6) takes this record over; until then it is a log line of its own.
-    tracing::warn!(
-        target: "strongroom::audit",
-        tenant = %auth.0.tenant,
-        subject = %auth.0.subject,
-        card = %id,
-        reason = reason.as_str(),
-        "card number revealed"
-    );
     let answer = RevealResponse {
         id: id.to_string(),
         pan: revealed.pan,

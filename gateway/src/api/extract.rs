@@ -152,10 +152,15 @@ pub(crate) async fn verified(parts: &Parts, state: &AppState) -> Result<Arc<Iden
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default(),
     };
-    let identity = key
-        .verify(value, bound, jsonwebtoken::get_current_timestamp())
+    let (identity, client) = key
+        .verify_from(value, bound, jsonwebtoken::get_current_timestamp())
         .inspect_err(|e| tracing::warn!(reason = %e, "internal assertion refused"))?;
     note_identity(&identity);
+    // The record names the partner's address, which the gateway vouches for, not the
+    // gateway's own.
+    if let (Some(client), Some(scope)) = (client, ledger::audit_log::current()) {
+        scope.set_source_ip(&client.to_string());
+    }
     tracing::Span::current().record("tenant", identity.tenant.as_str());
     Ok(Arc::new(identity))
 }

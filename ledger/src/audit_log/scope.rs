@@ -26,6 +26,7 @@ pub struct AuditScope {
 struct State {
     actor: Actor,
     origin: Origin,
+    detail: Option<String>,
     recorded: bool,
 }
 
@@ -58,6 +59,23 @@ impl AuditScope {
         state.actor.tenant = Some(tenant.to_owned());
         state.actor.subject = Some(subject.to_owned());
         state.actor.client_id = client_id.map(str::to_owned);
+    }
+
+    /// What the actor stated for this request, where the action asks for it (a card reveal's
+    /// reason): the record's `detail`.
+    pub fn set_detail(&self, detail: &str) {
+        self.lock().detail = Some(detail.to_owned());
+    }
+
+    /// What the actor stated, if anything.
+    pub fn detail(&self) -> Option<String> {
+        self.lock().detail.clone()
+    }
+
+    /// The client's address, when a party this process trusts (the gateway in front of a
+    /// ledger run alone) vouches for another than the connection's.
+    pub fn set_source_ip(&self, source_ip: &str) {
+        self.lock().actor.source_ip = Some(source_ip.to_owned());
     }
 
     /// Who, as known so far.

@@ -330,3 +330,62 @@ async fn a_record_proves_against_a_signed_checkpoint_and_an_export_verifies() {
     assert!(!bad.status.success(), "{out}");
     assert!(out.contains("FAILED") && out.contains(&stream), "{out}");
 }
+
+#[tokio::test]
+async fn a_card_reveal_is_recorded_with_its_stated_reason_masked() {
+    let instance = Instance::start().await;
+    let api = instance
+        .anonymous(crate::harness::Protocol::Negotiated)
+        .with_token(
+            &instance
+                .tokens
+                .mint("acme", &["cards:read", "cards:write", "cards:reveal"]),
+        );
+    let made = api
+        .post(
+            "/v1/cards",
+            &unique_key("card"),
+            &serde_json::json!({
+                "pan": "4111111111111111", "exp_month": 12, "exp_year": 2031,
+                "cardholder_name": "Jane Q Doe"
+            }),
+        )
+        .await;
+    made.expect(201);
+    let card = made.str("id").to_owned();
+    let reason = "chargeback dispute 42, customer quoted 4111111111111111";
+    let shown = api
+        .send(
+            Req::post(&format!("/v1/cards/{card}/reveal"))
+                .json(&serde_json::json!({ "reason": reason })),
+        )
+        .await;
+    shown.expect(200);
+    let shown_id = shown.header("x-request-id").unwrap().to_owned();
+    // A reveal the ledger refuses keeps its stated reason too.
+    let missing = api
+        .send(
+            Req::post("/v1/cards/card_01JAAAAAAAAAAAAAAAAAAAAAAA/reveal")
+                .json(&serde_json::json!({ "reason": "looking around" })),
+        )
+        .await;
+    missing.expect_problem(404, "not-found");
+    let missing_id = missing.header("x-request-id").unwrap().to_owned();
+
+    let events = all_events(&instance, "acme", "action=card.reveal").await;
+    let done = find(&events, "card.reveal", &shown_id);
+    assert_eq!(done["outcome"], "success");
+    assert_eq!(done["resources"][0], format!("card:{card}"));
+    assert_eq!(
+        done["detail"],
+        "chargeback dispute 42, customer quoted 411111******1111"
+    );
+    let refused = find(&events, "card.reveal", &missing_id);
+    assert_eq!(refused["outcome"], "failure");
+    assert_eq!(refused["detail"], "looking around");
+    // No record anywhere holds the number.
+    let all = all_events(&instance, "acme", "").await;
+    let text = serde_json::to_string(&all).unwrap();
+    assert!(!text.contains("4111111111111111"), "{text}");
+    instance.stop().await;
+}

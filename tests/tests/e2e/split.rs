@@ -461,3 +461,52 @@ async fn the_gateway_alone_drains_in_flight_requests_on_shutdown() {
     assert_eq!(reply.json, json!({"ok": true}));
     stopping.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_records_the_partner_address_the_gateway_vouches_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = shared_key(dir.path());
+    let key_s = key.display().to_string();
+    let ledger = Instance::start_ledger(&[("internal_key_file", &key_s)]).await;
+    let ca = gateway::tls::dev_cert_files(&ledger.data_dir).cert;
+    // The gateway sits behind a load balancer on loopback, which names the partner.
+    let gateway = Instance::start_with(&[
+        ("upstream", &ledger.url),
+        ("upstream_ca_file", &ca.display().to_string()),
+        ("internal_key_file", &key_s),
+        ("trusted_proxies", "127.0.0.1"),
+    ])
+    .await;
+    let partner = gateway
+        .anonymous(Protocol::Negotiated)
+        .with_token(&gateway.tokens.mint("acme", READ_WRITE));
+    let made = partner
+        .send(
+            Req::post("/v1/accounts")
+                .key(&unique_key("split-audit"))
+                .json(&json!({"currency": "USD", "normal_side": "debit"}))
+                .header("x-forwarded-for", "203.0.113.7"),
+        )
+        .await;
+    made.expect(201);
+    let request_id = made.header("x-request-id").unwrap().to_owned();
+    let auditor = gateway
+        .anonymous(Protocol::Negotiated)
+        .with_token(&gateway.tokens.mint("acme", &["audit:read"]));
+    let events = auditor
+        .get("/v1/audit/events?action=account.create&limit=500")
+        .await;
+    events.expect(200);
+    let record = events.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["origin"]["request_id"] == request_id.as_str())
+        .unwrap_or_else(|| panic!("no record of {request_id}: {}", events.json))
+        .clone();
+    assert_eq!(record["actor"]["source_ip"], "203.0.113.7", "{record}");
+    assert_eq!(record["actor"]["tenant"], "acme");
+    assert_eq!(record["outcome"], "success");
+    gateway.stop().await;
+    ledger.stop().await;
+}
