@@ -119,7 +119,9 @@ pub struct Record {
 }
 
 /// A record before its writer gives it a place: everything but stream, sequence and time.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serializable, so that a gateway run alone can hand the records of what it refused to the
+/// ledger behind it, whose stream holds them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Draft {
     /// Who.
     pub actor: Actor,

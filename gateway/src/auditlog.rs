@@ -340,20 +340,49 @@ pub fn path_resources(template: &str, path: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Writes the record of a request the ledger did not already record with its command, and
-/// answers. A request whose record cannot be written is not answered with data: a success
-/// becomes 503 `audit-unavailable` (a refusal keeps its own answer: it shows nothing).
-pub async fn record(
-    ledger: &ledger::Ledger,
+/// Who writes the records of a process's requests.
+#[derive(Debug)]
+pub enum Recorder {
+    /// This process's ledger, in its own stream (the combined server, the ledger alone).
+    Ledger(ledger::Ledger),
+    /// The gateway alone: the ledger behind it writes the records of what the gateway answers
+    /// itself ([`crate::audit_forward`]); what it forwards, the ledger records anyway.
+    Forward(Arc<crate::audit_forward::Forwarder>),
+}
+
+impl Recorder {
+    /// Records a request unless its record was written already, and answers (see [`record`]).
+    pub async fn record(
+        &self,
+        scope: &ledger::audit_log::AuditScope,
+        method: &axum::http::Method,
+        path: &str,
+        response: axum::response::Response,
+    ) -> axum::response::Response {
+        match self {
+            Recorder::Ledger(ledger) => record(ledger, scope, method, path, response).await,
+            Recorder::Forward(forwarder) => {
+                let answered_upstream = response
+                    .extensions()
+                    .get::<crate::proxy::FromUpstream>()
+                    .is_some();
+                if !answered_upstream && !scope.recorded() {
+                    forwarder.submit(draft_of(scope, method, path, &response));
+                }
+                response
+            }
+        }
+    }
+}
+
+/// The record of a request and its answer: the action and resources named after the matched
+/// route, the outcome and reason from the answer, who and where from the scope.
+pub fn draft_of(
     scope: &ledger::audit_log::AuditScope,
     method: &axum::http::Method,
     path: &str,
-    response: axum::response::Response,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if scope.recorded() {
-        return response;
-    }
+    response: &axum::response::Response,
+) -> audit::Draft {
     let template = response
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -383,6 +412,25 @@ pub async fn record(
         }
         None => draft = draft.resource("path", path),
     }
+    draft
+}
+
+/// Writes the record of a request the ledger did not already record with its command, and
+/// answers. A request whose record cannot be written is not answered with data: a success
+/// becomes 503 `audit-unavailable` (a refusal keeps its own answer: it shows nothing).
+pub async fn record(
+    ledger: &ledger::Ledger,
+    scope: &ledger::audit_log::AuditScope,
+    method: &axum::http::Method,
+    path: &str,
+    response: axum::response::Response,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if scope.recorded() {
+        return response;
+    }
+    let status = response.status();
+    let draft = draft_of(scope, method, path, &response);
     match ledger.audit_append(draft).await {
         Ok(_) => response,
         Err(e) if status.is_success() => {

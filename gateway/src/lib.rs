@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit_forward;
 pub mod auditlog;
 pub mod auth;
 pub mod cli;

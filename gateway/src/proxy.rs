@@ -112,7 +112,8 @@ pub enum UpstreamError {
     Tls(String),
 }
 
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// The pooled HTTP client to the ledger.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// What the gateway checks before it forwards a request (the same as the combined server).
 #[derive(Debug)]
@@ -196,7 +197,7 @@ impl ProxyState {
 
 /// A pooled client to the ledger: HTTP/1.1 keep-alive, over TLS verified against the
 /// configured CA for `https://`.
-fn client(settings: &UpstreamSettings) -> Result<UpstreamClient, UpstreamError> {
+pub fn client(settings: &UpstreamSettings) -> Result<UpstreamClient, UpstreamError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     if let Some(ca) = &settings.ca_file {
@@ -248,6 +249,7 @@ pub fn routes(state: Arc<ProxyState>, served: &[ServedRoute]) -> Router {
     }
     let doc: Arc<str> = crate::api::openapi().to_json().unwrap_or_default().into();
     router
+        .route_layer(axum::middleware::from_fn(crate::auditlog::note_route))
         .route("/health/live", axum::routing::get(live))
         .route("/health/ready", axum::routing::get(ready))
         .route(
@@ -289,6 +291,11 @@ fn health(status: StatusCode, text: &str) -> Response {
         false,
     )
 }
+
+/// Marks an answer that came from the ledger (which recorded the request), as opposed to one
+/// the gateway made itself.
+#[derive(Clone, Copy, Debug)]
+pub struct FromUpstream;
 
 /// Whether a request may be sent twice: the method is safe, or the ledger deduplicates it.
 fn idempotent(method: &Method, headers: &HeaderMap) -> bool {
@@ -390,6 +397,8 @@ async fn forward(
                 }
                 let (mut head, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
+                // The ledger recorded this request; the gateway writes no second record.
+                head.extensions.insert(FromUpstream);
                 return Ok(Response::from_parts(head, Body::new(incoming)));
             }
             Err(error) => {

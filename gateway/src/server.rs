@@ -312,6 +312,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         None => None,
     };
     let remote_keys = verifier.remote().cloned();
+    // Set once serving has ended: the gateway's audit forwarder then sends what it holds.
+    let (flush, flush_rx) = watch::channel(false);
+    let mut forward_task = None;
     let (app, ledger) = match (&config.upstream, key) {
         (Some(upstream), Some(key)) => {
             let settings = crate::proxy::UpstreamSettings {
@@ -327,6 +330,22 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 breaker_failures: config.breaker_failures,
                 breaker_open: config.breaker_open,
             };
+            // What the gateway answers itself is recorded in the ledger's stream.
+            if config.audit.config.enabled {
+                let (forwarder, task) = crate::audit_forward::start(
+                    crate::audit_forward::ForwardSettings {
+                        upstream: upstream.clone(),
+                        key: key.clone(),
+                        grace: config.shutdown_grace,
+                    },
+                    crate::proxy::client(&settings)?,
+                    flush_rx,
+                );
+                let _ = edge
+                    .audit
+                    .set(crate::auditlog::Recorder::Forward(forwarder));
+                forward_task = Some(task);
+            }
             let state = Arc::new(crate::proxy::ProxyState::new(
                 &settings,
                 crate::proxy::Checks {
@@ -368,7 +387,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 tracing::warn!("audit_log = off: no action is recorded (for measurements only)");
             }
             // Every request of this process is recorded in its stream (`auditlog::record`).
-            let _ = edge.audit.set(ledger.clone());
+            let _ = edge
+                .audit
+                .set(crate::auditlog::Recorder::Ledger(ledger.clone()));
             let state = Arc::new(AppState {
                 ledger: ledger.clone(),
                 verifier,
@@ -425,6 +446,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             Serve::PerThread(apps) => {
                 serve_per_thread(listener, acceptor, apps, stopped, grace, limits, draining).await
             }
+        }
+        let _ = flush.send(true);
+        if let Some(task) = forward_task {
+            let _ = task.await;
         }
         if let Some(ledger) = ledger {
             ledger.shutdown().await;

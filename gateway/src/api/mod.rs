@@ -96,9 +96,10 @@ pub struct Edge {
     pub headers_max: usize,
     /// Most bytes in a request's head (`header_bytes_max`).
     pub header_bytes_max: usize,
-    /// The ledger whose audit stream records every request, in the roles that have one (set
-    /// once it started; the gateway alone in front of a ledger records nothing itself).
-    pub audit: std::sync::OnceLock<Ledger>,
+    /// Who records every request (set once it started): this process's ledger, or, for the
+    /// gateway alone, the forwarder that hands the ledger the records of what the gateway
+    /// answers itself.
+    pub audit: std::sync::OnceLock<crate::auditlog::Recorder>,
 }
 
 #[derive(OpenApi)]
@@ -187,6 +188,15 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
 pub fn router(state: Arc<AppState>, edge: Arc<Edge>) -> Router {
     let (routes, doc) = api_routes().split_for_parts();
     let doc_json: Arc<str> = doc.to_json().unwrap_or_default().into();
+    // A ledger run alone also takes the records of what its gateway answered itself.
+    let routes = if state.internal.is_some() {
+        routes.route(
+            crate::audit_forward::RECORDS_PATH,
+            axum::routing::post(crate::audit_forward::append),
+        )
+    } else {
+        routes
+    };
     let routes = routes
         .route(
             OPENAPI_PATH,
@@ -277,8 +287,7 @@ async fn edge(State(state): State<Arc<Edge>>, req: Request, next: Next) -> Respo
     let recorder = state
         .audit
         .get()
-        .filter(|_| crate::auditlog::audited(&path))
-        .cloned();
+        .filter(|_| crate::auditlog::audited(&path));
     let scope = recorder.as_ref().map(|_| {
         ledger::audit_log::AuditScope::new(
             Some(state.rate_limits.client_ip(peer, req.headers()).to_string()),
@@ -340,8 +349,9 @@ async fn edge(State(state): State<Arc<Edge>>, req: Request, next: Next) -> Respo
         .scope(context, ratelimit::scope(scoped))
         .instrument(span.clone())
         .await;
-    if let (Some(ledger), Some(scope)) = (&recorder, &scope) {
-        response = crate::auditlog::record(ledger, scope, &audit_method, &audit_path, response)
+    if let (Some(recorder), Some(scope)) = (recorder, &scope) {
+        response = recorder
+            .record(scope, &audit_method, &audit_path, response)
             .instrument(span.clone())
             .await;
     }

@@ -231,12 +231,22 @@ impl Recorder {
                 let (s, r, d, w) = (s.clone(), r.clone(), d.clone(), w.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<Incoming>| {
-                        r.fetch_add(1, Ordering::SeqCst);
-                        let uri = req.uri().to_string();
-                        s.lock().unwrap().push((uri, req.headers().clone()));
+                        // The gateway's own audit records (of the answers it made itself)
+                        // are taken and not counted: these tests count forwarded requests.
+                        let records = req.uri().path() == gateway::audit_forward::RECORDS_PATH;
+                        if !records {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            let uri = req.uri().to_string();
+                            s.lock().unwrap().push((uri, req.headers().clone()));
+                        }
                         let drop = d.load(Ordering::SeqCst);
                         let delay = Duration::from_millis(w.load(Ordering::SeqCst));
                         async move {
+                            if records {
+                                return Ok(hyper::Response::new(Full::new(Bytes::from_static(
+                                    br#"{"written":0,"failed":[]}"#,
+                                ))));
+                            }
                             tokio::time::sleep(delay).await;
                             if drop {
                                 return Err(Dropped);
@@ -390,7 +400,9 @@ async fn only_safe_requests_are_retried() {
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let gateway = Instance::start_with(&[("upstream", &url)]).await;
+    // The records of its 502s cannot reach a ledger either: at stop the gateway tries for its
+    // grace, then logs them.
+    let gateway = Instance::start_with(&[("upstream", &url), ("shutdown_grace_ms", "500")]).await;
     let reply = gateway
         .api("acme")
         .send(Req::post("/v1/accounts").json(&body))
@@ -462,8 +474,41 @@ async fn the_gateway_alone_drains_in_flight_requests_on_shutdown() {
     stopping.await.unwrap();
 }
 
+/// Every record the auditor of `tenant` sees, through `gateway`, of the request `request_id`;
+/// waits up to 10 s for them to appear (the gateway hands its records to the ledger in the
+/// background).
+async fn records_of(
+    gateway: &Instance,
+    tenant: &str,
+    request_id: &str,
+    query: &str,
+) -> Vec<serde_json::Value> {
+    let auditor = gateway
+        .anonymous(Protocol::Negotiated)
+        .with_token(&gateway.tokens.mint(tenant, &["audit:read"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = auditor
+            .get(&format!("/v1/audit/events?limit=500&{query}"))
+            .await;
+        events.expect(200);
+        assert!(events.json["next_cursor"].is_null(), "more than a page");
+        let found: Vec<serde_json::Value> = events.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["origin"]["request_id"] == request_id)
+            .cloned()
+            .collect();
+        if !found.is_empty() || std::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_ledger_records_the_partner_address_the_gateway_vouches_for() {
+async fn what_the_gateway_refuses_and_what_it_forwards_is_recorded_once_with_the_partner_address() {
     let dir = tempfile::tempdir().unwrap();
     let key = shared_key(dir.path());
     let key_s = key.display().to_string();
@@ -480,6 +525,7 @@ async fn the_ledger_records_the_partner_address_the_gateway_vouches_for() {
     let partner = gateway
         .anonymous(Protocol::Negotiated)
         .with_token(&gateway.tokens.mint("acme", READ_WRITE));
+    // Forwarded: the ledger records it, with the address the gateway vouches for.
     let made = partner
         .send(
             Req::post("/v1/accounts")
@@ -489,24 +535,143 @@ async fn the_ledger_records_the_partner_address_the_gateway_vouches_for() {
         )
         .await;
     made.expect(201);
-    let request_id = made.header("x-request-id").unwrap().to_owned();
-    let auditor = gateway
+    let made_id = made.header("x-request-id").unwrap().to_owned();
+    // Refused by the gateway alone: no token; a scope the route policy refuses.
+    let anonymous = gateway
         .anonymous(Protocol::Negotiated)
-        .with_token(&gateway.tokens.mint("acme", &["audit:read"]));
-    let events = auditor
-        .get("/v1/audit/events?action=account.create&limit=500")
+        .send(Req::get("/v1/accounts").header("x-forwarded-for", "203.0.113.8"))
         .await;
-    events.expect(200);
-    let record = events.json["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["origin"]["request_id"] == request_id.as_str())
-        .unwrap_or_else(|| panic!("no record of {request_id}: {}", events.json))
-        .clone();
-    assert_eq!(record["actor"]["source_ip"], "203.0.113.7", "{record}");
-    assert_eq!(record["actor"]["tenant"], "acme");
-    assert_eq!(record["outcome"], "success");
+    anonymous.expect(401);
+    let anonymous_id = anonymous.header("x-request-id").unwrap().to_owned();
+    let forbidden = partner.get("/v1/audit/events").await;
+    forbidden.expect_problem(403, "insufficient-scope");
+    let forbidden_id = forbidden.header("x-request-id").unwrap().to_owned();
+
+    let made = records_of(&gateway, "acme", &made_id, "action=account.create").await;
+    assert_eq!(made.len(), 1, "recorded once: {made:#?}");
+    assert_eq!(made[0]["actor"]["source_ip"], "203.0.113.7", "{}", made[0]);
+    assert_eq!(made[0]["actor"]["tenant"], "acme");
+    assert_eq!(made[0]["outcome"], "success");
+    let anonymous = records_of(&gateway, "acme", &anonymous_id, "action=account.list").await;
+    assert_eq!(anonymous.len(), 1, "recorded once: {anonymous:#?}");
+    assert_eq!(anonymous[0]["outcome"], "failure");
+    assert_eq!(anonymous[0]["actor"]["source_ip"], "203.0.113.8");
+    assert_eq!(anonymous[0]["actor"]["tenant"], serde_json::Value::Null);
+    assert!(
+        anonymous[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("unauthorized"),
+        "{}",
+        anonymous[0]
+    );
+    let forbidden = records_of(&gateway, "acme", &forbidden_id, "action=audit.events").await;
+    assert_eq!(forbidden.len(), 1, "recorded once: {forbidden:#?}");
+    assert_eq!(forbidden[0]["outcome"], "failure");
+    assert_eq!(forbidden[0]["actor"]["tenant"], "acme");
+    assert_eq!(forbidden[0]["actor"]["subject"], "e2e");
+    // In the ledger's stream, like the ledger's own records.
+    assert_eq!(forbidden[0]["stream"], made[0]["stream"]);
     gateway.stop().await;
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_gateway_may_hand_the_ledger_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = shared_key(dir.path());
+    let key_s = key.display().to_string();
+    let ledger = Instance::start_ledger(&[("internal_key_file", &key_s)]).await;
+    let direct = ledger.anonymous(Protocol::Negotiated);
+    let batch = json!({"records": [{
+        "actor": {"tenant": "acme", "subject": "mallory", "client_id": null, "source_ip": null},
+        "action": "account.read", "resources": [], "outcome": "success",
+        "reason": null, "detail": null,
+        "origin": {"request_id": "forged", "trace_id": null}
+    }]});
+    // Without an assertion, and with one for a partner's identity: refused.
+    direct
+        .send(
+            Req::post(gateway::audit_forward::RECORDS_PATH)
+                .no_token()
+                .json(&batch),
+        )
+        .await
+        .expect(401);
+    let key = InternalKey::load(&key).unwrap();
+    let partner = gateway::auth::Identity {
+        subject: "svc".into(),
+        tenant: ledger::TenantId::new("acme").unwrap(),
+        scopes: vec!["ledger:read".into()],
+        roles: Vec::new(),
+        expires_at: jsonwebtoken::get_current_timestamp() + 600,
+        client_id: None,
+        cert_thumbprint: None,
+    };
+    let assertion = key.assert(
+        &partner,
+        Bound {
+            method: "POST",
+            path_and_query: gateway::audit_forward::RECORDS_PATH,
+            request_id: "r-forge",
+        },
+        jsonwebtoken::get_current_timestamp(),
+    );
+    direct
+        .send(
+            Req::post(gateway::audit_forward::RECORDS_PATH)
+                .no_token()
+                .header("x-request-id", "r-forge")
+                .header(IDENTITY_HEADER, &assertion)
+                .json(&batch),
+        )
+        .await
+        .expect_problem(403, "insufficient-scope");
+    // The forwarder's own identity writes, and the record is there.
+    let forwarder = gateway::auth::Identity {
+        subject: gateway::audit_forward::FORWARDER_SUBJECT.into(),
+        tenant: ledger::TenantId::new("strongroom").unwrap(),
+        ..partner
+    };
+    let assertion = key.assert(
+        &forwarder,
+        Bound {
+            method: "POST",
+            path_and_query: gateway::audit_forward::RECORDS_PATH,
+            request_id: "r-ok",
+        },
+        jsonwebtoken::get_current_timestamp(),
+    );
+    let written = direct
+        .send(
+            Req::post(gateway::audit_forward::RECORDS_PATH)
+                .no_token()
+                .header("x-request-id", "r-ok")
+                .header(IDENTITY_HEADER, &assertion)
+                .json(&batch),
+        )
+        .await;
+    written.expect(200);
+    assert_eq!(written.json, json!({"written": 1, "failed": []}));
+    // A batch that is not one changes nothing.
+    let assertion = key.assert(
+        &forwarder,
+        Bound {
+            method: "POST",
+            path_and_query: gateway::audit_forward::RECORDS_PATH,
+            request_id: "r-bad",
+        },
+        jsonwebtoken::get_current_timestamp(),
+    );
+    direct
+        .send(
+            Req::post(gateway::audit_forward::RECORDS_PATH)
+                .no_token()
+                .header("x-request-id", "r-bad")
+                .header(IDENTITY_HEADER, &assertion)
+                .json(&json!({"records": [{"action": 5}]})),
+        )
+        .await
+        .expect_problem(400, "malformed-json");
     ledger.stop().await;
 }
