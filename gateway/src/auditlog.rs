@@ -7,7 +7,7 @@
 //! | `audit_writer` | `$HOSTNAME`, else `strongroom` | this process's name; its streams are `{writer}-{start ULID}` |
 //! | `audit_signer` | `local` | `local`: an Ed25519 key file; `kms`: an AWS KMS `ECC_NIST_P256` key |
 //! | `audit_signing_key_file` | `<data_dir>/audit-signing.key` | the local key (owner-only; created on first run in dev mode) |
-//! | `audit_kms_key_id` | | the KMS signing key (id, ARN or alias) |
+//! | `audit_kms_key_id` | | the KMS signing key (id, ARN or alias; checkpoints name it by its ARN) |
 //! | `audit_kms_region`, `audit_kms_endpoint` | `kms_region`, `kms_endpoint` | where KMS is |
 //! | `audit_checkpoint_interval_s` | 10 | a checkpoint is signed at least this often while records arrive (1 to 3600) |
 //! | `audit_checkpoint_records` | 10000 | and as soon as this many records wait for one (1 to 1000000) |
@@ -251,7 +251,10 @@ pub async fn signer(
             )
             .await
             .map_err(|e| SignerError::Kms(e.to_string()))?;
-            tracing::info!(key_id, "audit checkpoints are signed with a KMS key");
+            tracing::info!(
+                key_id = signer.key_id(),
+                "audit checkpoints are signed with a KMS key"
+            );
             Ok(Arc::new(signer))
         }
     }

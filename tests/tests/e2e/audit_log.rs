@@ -1,7 +1,8 @@
 //! The audit log through the API and the command line: every request leaves a record with who,
 //! what, when, outcome and origin; auditors read records, checkpoints and proofs, and those
 //! reads are recorded too; a proof checks against a signed checkpoint with nothing but the
-//! public key; an export verifies, and a tampered one does not.
+//! public key; an export verifies, and a tampered one does not; checkpoints signed with a KMS
+//! key (moto's) verify with the key the command line prints.
 
 use std::time::Duration;
 
@@ -329,4 +330,121 @@ async fn a_record_proves_against_a_signed_checkpoint_and_an_export_verifies() {
     let out = String::from_utf8_lossy(&bad.stdout);
     assert!(!bad.status.success(), "{out}");
     assert!(out.contains("FAILED") && out.contains(&stream), "{out}");
+}
+
+/// A new `ECC_NIST_P256` signing key on the test KMS server (moto, `tests/run.sh`): its ARN
+/// and the server's endpoint.
+async fn kms_signing_key() -> (String, String) {
+    let endpoint = std::env::var("STRONGROOM_TEST_KMS_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "STRONGROOM_TEST_KMS_ENDPOINT is not set: run the tests with tests/run.sh, which \
+             starts moto on 127.0.0.1"
+        )
+    });
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .load()
+        .await;
+    let key = aws_sdk_kms::Client::new(&config)
+        .create_key()
+        .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+        .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap();
+    let arn = key.key_metadata().unwrap().arn().unwrap().to_owned();
+    (arn, endpoint)
+}
+
+#[tokio::test]
+async fn checkpoints_signed_with_a_kms_key_verify_with_the_key_the_command_line_prints() {
+    let (arn, endpoint) = kms_signing_key().await;
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().display().to_string();
+    let settings = [
+        ("data_dir", data_dir.as_str()),
+        ("audit_signer", "kms"),
+        ("audit_kms_key_id", arn.as_str()),
+        ("audit_kms_endpoint", endpoint.as_str()),
+        ("audit_kms_region", "us-east-1"),
+    ];
+    let mut serve = settings.to_vec();
+    serve.push(("audit_checkpoint_interval_s", "1"));
+    let instance = Instance::start_in(data.path(), &serve).await;
+    let partner = instance.api("acme");
+    let debit = partner.account("USD", "debit", "none").await;
+    let credit = partner.account("USD", "credit", "none").await;
+    let transfer = partner.transfer(&debit, &credit, 100, "USD").await;
+    let transfer_id = transfer["id"].as_str().unwrap().to_owned();
+    let events = all_events(
+        &instance,
+        "acme",
+        &format!("resource=transfer:{transfer_id}"),
+    )
+    .await;
+    let record = events
+        .iter()
+        .find(|e| e["action"] == "transfer.create")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    let stream = record["stream"].as_str().unwrap().to_owned();
+    let seq = record["seq"].as_u64().unwrap();
+    let auditor = instance
+        .anonymous(crate::harness::Protocol::Negotiated)
+        .with_token(&instance.tokens.mint("acme", AUDITOR));
+    let mut checkpoint = Value::Null;
+    for _ in 0..50 {
+        let latest = auditor.get("/v1/audit/checkpoints/latest").await;
+        latest.expect(200);
+        if let Some(cp) = latest.json["checkpoints"]
+            .as_array()
+            .and_then(|all| all.iter().find(|cp| cp["stream"] == stream.as_str()))
+            && cp["size"].as_u64().unwrap() > seq
+        {
+            checkpoint = cp.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!checkpoint.is_null(), "no checkpoint covered record {seq}");
+    assert_eq!(checkpoint["algorithm"], "ecdsa-p256-sha256", "{checkpoint}");
+    assert_eq!(checkpoint["key_id"], arn.as_str(), "{checkpoint}");
+    instance.stop().await;
+
+    // The key `audit public-key` prints, from KMS, with the same settings.
+    let key = program(&["audit", "public-key"], &settings);
+    assert!(
+        key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&key.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&key.stdout).unwrap();
+    assert_eq!(printed["algorithm"], "ecdsa-p256-sha256");
+    assert_eq!(printed["key_id"], arn.as_str());
+    let keys = audit::checkpoint::PublicKeys::from_json(&key.stdout).unwrap();
+    let signed =
+        audit::checkpoint::SignedCheckpoint::decode(&serde_json::to_vec(&checkpoint).unwrap())
+            .unwrap();
+    keys.verify(&signed)
+        .expect("the checkpoint's signature verifies with the printed key");
+    let mut changed = signed.clone();
+    changed.checkpoint.size -= 1;
+    assert_eq!(
+        keys.verify(&changed),
+        Err(audit::checkpoint::CheckpointError::BadSignature {
+            key_id: arn.clone()
+        })
+    );
+    // The whole store verifies with it: every checkpoint signed in KMS, the stop's included.
+    let store = program(&["audit", "verify"], &settings);
+    let out = String::from_utf8_lossy(&store.stdout);
+    assert!(
+        store.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&store.stderr)
+    );
+    assert!(
+        out.contains("all verified") && out.contains(&stream),
+        "{out}"
+    );
 }
