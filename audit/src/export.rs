@@ -22,6 +22,16 @@
 //! (`SHA-256(0x00 || record)`); compute the Merkle tree's root of the first `size` leaves
 //! (RFC 9162 section 2.1.1) for each checkpoint's size and compare.
 //!
+//! # Proofs
+//!
+//! [`prove`] answers an auditor's question about one record with the export alone: the
+//! inclusion proof (RFC 9162) of record `seq` in the tree of one of its stream's signed
+//! checkpoints (the latest by default), checked before it is returned, as
+//! `strongroom audit proof --export` prints it. It reads the records file once, up to the
+//! tree's size, and keeps a few hashes per level of the tree
+//! ([`crate::merkle::InclusionProver`]), so a stream of any length is proven; a tampered
+//! record or checkpoint on the way is an error, as [`verify_export`] would report it.
+//!
 //! # Verification
 //!
 //! [`verify_export`] checks every stream with a [`StreamVerifier`], one bad stream not
@@ -40,7 +50,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CHECKPOINT_JSON_LEN_MAX, PublicKeys, SignedCheckpoint, parse_hash_bytes};
-use crate::merkle::Hash;
+use crate::merkle::{Hash, InclusionProver, ProofError};
 use crate::record::{RESOURCES_MAX, format_time, record_bytes_max};
 use crate::verify::{Failure, Place, Prepared, StreamSummary, StreamVerifier};
 
@@ -791,18 +801,22 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
         .map(|i| done + i)
 }
 
+/// The stored leaf and the record of a records line, `{"leaf":"<64 hex>","record":<record>}`,
+/// if it has that shape.
+fn split_line(line: &[u8]) -> Option<(Hash, &[u8])> {
+    let rest = line.strip_prefix(LINE_HEAD)?;
+    let (hex, rest) = rest.split_at_checked(64)?;
+    let leaf = parse_hash_bytes(hex)?;
+    let record = rest.strip_prefix(LINE_MID)?.strip_suffix(b"}")?;
+    Some((leaf, record))
+}
+
 /// One records line, `{"leaf":"<64 hex>","record":<record>}`, hashed and read.
 fn prepare_line(stream: &str, line: &[u8]) -> Prepared {
     if line.len() > LINE_LEN_MAX {
         return Prepared::malformed(format!("its line is longer than {LINE_LEN_MAX} bytes"));
     }
-    let parts = line.strip_prefix(LINE_HEAD).and_then(|rest| {
-        let (hex, rest) = rest.split_at_checked(64)?;
-        let leaf = parse_hash_bytes(hex)?;
-        let record = rest.strip_prefix(LINE_MID)?.strip_suffix(b"}")?;
-        Some((leaf, record))
-    });
-    match parts {
+    match split_line(line) {
         Some((leaf, record)) => Prepared::new(stream, record, Some(&leaf)),
         None => {
             let start = String::from_utf8_lossy(&line[..line.len().min(100)]);
@@ -811,6 +825,327 @@ fn prepare_line(stream: &str, line: &[u8]) -> Prepared {
             ))
         }
     }
+}
+
+/// A record's inclusion proof against a signed checkpoint, read from an export by [`prove`]
+/// and checked: the proof leads from the record's leaf to the root, which is the
+/// checkpoint's, whose signature verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportProof {
+    /// The stream.
+    pub stream: String,
+    /// The record's sequence number.
+    pub seq: u64,
+    /// The record's exact bytes in the export.
+    pub record: Vec<u8>,
+    /// Its leaf hash ([`crate::merkle::leaf_hash`] of `record`).
+    pub leaf: Hash,
+    /// The size of the tree proven against: the checkpoint's.
+    pub tree_size: u64,
+    /// The tree's root: the checkpoint's.
+    pub root: Hash,
+    /// The audit path, deepest hash first ([`crate::merkle::inclusion_proof`]'s order).
+    pub proof: Vec<Hash>,
+    /// The signed checkpoint of the tree (the first in the file, when several were signed at
+    /// its size).
+    pub checkpoint: SignedCheckpoint,
+}
+
+/// Why [`prove`] gave no proof.
+#[derive(Debug, thiserror::Error)]
+pub enum ProveError {
+    /// The manifest, or a file, cannot be read.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// The manifest does not list the stream.
+    #[error("the export holds no stream {stream:?}")]
+    NoStream {
+        /// The stream asked for.
+        stream: String,
+    },
+    /// The stream has no checkpoint: nothing signed vouches for any of its records.
+    #[error("stream {stream} has no checkpoint in the export: none of its records can be proven")]
+    NoCheckpoint {
+        /// The stream.
+        stream: String,
+    },
+    /// No checkpoint was signed at the tree size asked for.
+    #[error(
+        "stream {stream} has no checkpoint at size {size} (its latest is at size {latest}): a \
+         proof is against a signed tree, name one of its checkpoints' sizes"
+    )]
+    NotCheckpointed {
+        /// The stream.
+        stream: String,
+        /// The size asked for.
+        size: u64,
+        /// The largest checkpoint's size.
+        latest: u64,
+    },
+    /// The record is not in the tree asked for.
+    #[error("record {seq} of stream {stream} is not in its tree of {size} records")]
+    NotInTree {
+        /// The stream.
+        stream: String,
+        /// The record.
+        seq: u64,
+        /// The tree's size.
+        size: u64,
+    },
+    /// The record is in the export but after the stream's latest checkpoint.
+    #[error(
+        "record {seq} of stream {stream} is after its latest checkpoint (size {latest}): no \
+         signed tree covers it yet"
+    )]
+    NotCovered {
+        /// The stream.
+        stream: String,
+        /// The record.
+        seq: u64,
+        /// The largest checkpoint's size.
+        latest: u64,
+    },
+    /// The export holds fewer records of the stream.
+    #[error("stream {stream} has {records} records in the export: there is no record {seq}")]
+    NoRecord {
+        /// The stream.
+        stream: String,
+        /// The record asked for.
+        seq: u64,
+        /// The stream's records in the export.
+        records: u64,
+    },
+    /// What the export holds does not verify (a changed, missing or reordered record, a
+    /// malformed line, a checkpoint whose signature does not verify): it was tampered with.
+    #[error("the export does not verify: {0}")]
+    Tampered(Failure),
+    /// The proof does not lead to the checkpoint's root.
+    #[error("the proof does not verify: {0}")]
+    Proof(#[from] ProofError),
+}
+
+/// The proof that record `seq` of `stream` is in the tree of one of the stream's signed
+/// checkpoints, from the export in `dir` alone and the public `keys`: the tree of
+/// `tree_size` records, which must be a checkpoint's size, or by default the stream's latest
+/// checkpoint (which covers the record, or no checkpoint does).
+///
+/// The checkpoints file is read twice (to choose the checkpoint, then to check every one
+/// signed at its size) and the records file once, up to the tree's size, in memory of the
+/// tree's height. On the way, the records are checked as [`verify_export`] checks them (a
+/// record changed, missing or out of order, a malformed line, a checkpoint that does not
+/// verify is [`ProveError::Tampered`]); the proof is checked before it is returned:
+/// [`crate::merkle::verify_inclusion`] from the record's leaf to the root, the root against
+/// the checkpoint's, the checkpoint's signature with `keys`.
+pub fn prove(
+    dir: &Path,
+    stream: &str,
+    seq: u64,
+    tree_size: Option<u64>,
+    keys: &PublicKeys,
+) -> Result<ExportProof, ProveError> {
+    let manifest = read_manifest(dir)?;
+    if !manifest.streams.iter().any(|s| s == stream) {
+        return Err(ProveError::NoStream {
+            stream: stream.to_owned(),
+        });
+    }
+    let tampered = ProveError::Tampered;
+    let checkpoints_name = checkpoints_file(stream);
+    let records_name = records_file(stream);
+
+    // Which tree.
+    let mut latest: Option<u64> = None;
+    let mut asked_for_found = false;
+    for_each_checkpoint(dir, &checkpoints_name, stream, &mut |signed| {
+        let size = signed.checkpoint.size;
+        latest = latest.max(Some(size));
+        asked_for_found |= tree_size == Some(size);
+        Ok(())
+    })?
+    .map_err(tampered)?;
+    let Some(latest) = latest else {
+        return Err(ProveError::NoCheckpoint {
+            stream: stream.to_owned(),
+        });
+    };
+    let size = match tree_size {
+        Some(size) if !asked_for_found => {
+            return Err(ProveError::NotCheckpointed {
+                stream: stream.to_owned(),
+                size,
+                latest,
+            });
+        }
+        Some(size) if seq >= size => {
+            return Err(ProveError::NotInTree {
+                stream: stream.to_owned(),
+                seq,
+                size,
+            });
+        }
+        Some(size) => size,
+        None if seq >= latest => {
+            let records = count_lines(dir, &records_name, stream)?;
+            return Err(if seq >= records {
+                ProveError::NoRecord {
+                    stream: stream.to_owned(),
+                    seq,
+                    records,
+                }
+            } else {
+                ProveError::NotCovered {
+                    stream: stream.to_owned(),
+                    seq,
+                    latest,
+                }
+            });
+        }
+        None => latest,
+    };
+
+    // Every checkpoint of that size: its signature, and no two roots.
+    let mut verifier = StreamVerifier::new(stream, keys);
+    let mut checkpoint: Option<SignedCheckpoint> = None;
+    for_each_checkpoint(dir, &checkpoints_name, stream, &mut |signed| {
+        if signed.checkpoint.size == size {
+            verifier.add_checkpoint(&signed)?;
+            checkpoint.get_or_insert(signed);
+        }
+        Ok(())
+    })?
+    .map_err(tampered)?;
+    let checkpoint = checkpoint.ok_or_else(|| ProveError::NotCheckpointed {
+        stream: stream.to_owned(),
+        size,
+        latest,
+    })?;
+
+    // The records of the tree, checked and hashed into the proof.
+    let mut prover = InclusionProver::new(seq, size)?;
+    let file = open_stream_file(dir, &records_name, stream)?.map_err(tampered)?;
+    let path = dir.join(&records_name);
+    let mut reader = BufReader::with_capacity(WRITE_BUFFER_LEN, file);
+    let mut line = Vec::new();
+    let mut record = None;
+    while prover.leaves() < size {
+        line.clear();
+        let read = (&mut reader)
+            .take(LINE_LEN_MAX as u64 + 2)
+            .read_until(b'\n', &mut line)
+            .map_err(io_error(&path))?;
+        if read == 0 {
+            // The verifier names the truncation.
+            break;
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let prepared = prepare_line(stream, text);
+        let leaf = prepared.leaf();
+        verifier.add_prepared(prepared).map_err(tampered)?;
+        if prover.leaves() == seq {
+            record = split_line(text).map(|(_, bytes)| bytes.to_vec());
+        }
+        prover.push(leaf)?;
+    }
+    let summary = verifier.finish().map_err(tampered)?;
+    let (proof, root) = prover.finish()?;
+
+    // Checked as an auditor would, from the record's bytes up.
+    let record = record.ok_or_else(|| {
+        tampered(Failure {
+            stream: stream.to_owned(),
+            place: Place::Record(seq),
+            problem: "its line holds no record".to_owned(),
+        })
+    })?;
+    let leaf = crate::merkle::leaf_hash(&record);
+    crate::merkle::verify_inclusion(&leaf, seq, size, &proof, &root)?;
+    if root != checkpoint.checkpoint.root || summary.covered != size {
+        return Err(ProveError::Proof(ProofError::RootMismatch));
+    }
+    keys.verify(&checkpoint).map_err(|e| {
+        tampered(Failure {
+            stream: stream.to_owned(),
+            place: Place::Checkpoint(size),
+            problem: e.to_string(),
+        })
+    })?;
+    Ok(ExportProof {
+        stream: stream.to_owned(),
+        seq,
+        record,
+        leaf,
+        tree_size: size,
+        root,
+        proof,
+        checkpoint,
+    })
+}
+
+/// Calls `each` with every checkpoint of a stream's checkpoints file, in file order. A
+/// missing file, a line that is not a signed checkpoint, or `each`'s failure is the stream's
+/// failure; an unreadable file an error.
+fn for_each_checkpoint(
+    dir: &Path,
+    file_name: &str,
+    stream: &str,
+    each: &mut dyn FnMut(SignedCheckpoint) -> Result<(), Failure>,
+) -> Result<Result<(), Failure>, ExportError> {
+    let file = match open_stream_file(dir, file_name, stream)? {
+        Ok(file) => file,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let path = dir.join(file_name);
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let line_max = CHECKPOINT_JSON_LEN_MAX + 1;
+    for number in 1u64.. {
+        line.clear();
+        let read = (&mut reader)
+            .take(line_max as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(io_error(&path))?;
+        if read == 0 {
+            break;
+        }
+        let failure = |problem: String| Failure {
+            stream: stream.to_owned(),
+            place: Place::Stream,
+            problem: format!("line {number} of {file_name}: {problem}"),
+        };
+        if line.len() > line_max {
+            return Ok(Err(failure(format!("longer than {line_max} bytes"))));
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        match SignedCheckpoint::decode(text) {
+            Ok(signed) => {
+                if let Err(failure) = each(signed) {
+                    return Ok(Err(failure));
+                }
+            }
+            Err(e) => return Ok(Err(failure(e.to_string()))),
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The lines of a stream's file; a missing one is the stream's failure.
+fn count_lines(dir: &Path, file_name: &str, stream: &str) -> Result<u64, ProveError> {
+    let mut file = open_stream_file(dir, file_name, stream)?.map_err(ProveError::Tampered)?;
+    let path = dir.join(file_name);
+    let mut buffer = vec![0u8; WRITE_BUFFER_LEN];
+    let (mut lines, mut last) = (0u64, b'\n');
+    loop {
+        let n = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error(&path)(e).into()),
+        };
+        lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        last = buffer[n - 1];
+    }
+    // The last line may lack its line break.
+    Ok(lines + u64::from(last != b'\n'))
 }
 
 #[cfg(test)]

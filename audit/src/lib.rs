@@ -11,7 +11,8 @@
 //!   ECDSA P-256 as AWS KMS signs), the public keys that verify them, and [`LocalSigner`], an
 //!   Ed25519 key in an owner-only file.
 //! - [`export`]: the export of streams for an auditor (a directory of JSON lines and a
-//!   manifest) and [`verify_export`], which verifies one on several threads.
+//!   manifest), [`verify_export`], which verifies one on several threads, and [`prove`], a
+//!   record's inclusion proof against a signed checkpoint from an export alone.
 //! - [`verify`]: [`StreamVerifier`], which checks one stream's records against their stored
 //!   leaves, their sequence and the signed checkpoints, naming the first record or range that
 //!   fails; it needs nothing but records, checkpoints and public keys.
@@ -32,8 +33,11 @@ pub use checkpoint::{
     Algorithm, Checkpoint, CheckpointError, KeyFileError, LocalSigner, PublicKey, PublicKeys,
     SignedCheckpoint,
 };
-pub use export::{ExportError, ExportWriter, Progress, Report, valid_stream_name, verify_export};
+pub use export::{
+    ExportError, ExportProof, ExportWriter, Progress, ProveError, Report, prove, valid_stream_name,
+    verify_export,
+};
 pub use mask::{MaskStyle, contains_pan, identifier_holds_pan, luhn_valid, mask_pans, masked_pan};
-pub use merkle::{Frontier, Hash, ProofError};
+pub use merkle::{Frontier, Hash, InclusionProver, ProofError};
 pub use record::{Actor, Draft, Origin, Outcome, Record, Stamper};
 pub use verify::{Failure, Place, StreamSummary, StreamVerifier};

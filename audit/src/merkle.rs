@@ -16,7 +16,9 @@
 //!
 //! Proofs are built from the leaf hashes with the recursive definitions of the RFC, which hash
 //! every leaf of the tree once per proof: the writer answers few proofs, and the verifier of a
-//! whole stream recomputes roots with a [`Frontier`] instead.
+//! whole stream recomputes roots with a [`Frontier`] instead. [`InclusionProver`] builds the
+//! same inclusion proof from leaves given one at a time, in memory of the tree's height: the
+//! proof of a record of an export, read from its file.
 
 use aws_lc_rs::digest;
 
@@ -246,6 +248,126 @@ pub fn verify_inclusion(
     Ok(())
 }
 
+/// The inclusion proof of one leaf built from the tree's leaves given one at a time, in order,
+/// keeping O(log size) hashes where [`inclusion_proof`] needs every leaf at hand: for a proof
+/// over a stream read from a file (an export), however long.
+///
+/// The proof is the roots of the subtrees beside the leaf's path (RFC 9162 `PATH(m, D[n])`);
+/// each leaf but the proven one falls in exactly one of them, whose root a [`Frontier`] of its
+/// own computes, while another computes the whole tree's root.
+#[derive(Clone, Debug)]
+pub struct InclusionProver {
+    index: u64,
+    size: u64,
+    tree: Frontier,
+    /// The subtrees of the proof, by their first leaf.
+    parts: Vec<ProofPart>,
+    /// The first part not yet complete.
+    next: usize,
+}
+
+/// One hash of an [`InclusionProver`]'s proof: the subtree of leaves `start..end`.
+#[derive(Clone, Debug)]
+struct ProofPart {
+    start: u64,
+    end: u64,
+    /// Its place in the proof (deepest first).
+    slot: usize,
+    frontier: Frontier,
+}
+
+impl InclusionProver {
+    /// A prover of the leaf at `index` in the tree of `size` leaves.
+    pub fn new(index: u64, size: u64) -> Result<InclusionProver, ProofError> {
+        if index >= size {
+            return Err(ProofError::IndexOutOfRange { index, size });
+        }
+        // RFC 9162 `PATH`, top down: the sibling subtree at each split, the root's child first.
+        let mut ranges = Vec::with_capacity(inclusion_len(index, size));
+        let (mut lo, mut hi) = (0u64, size);
+        while hi - lo > 1 {
+            let k = split_u64(hi - lo);
+            if index - lo < k {
+                ranges.push((lo + k, hi));
+                hi = lo + k;
+            } else {
+                ranges.push((lo, lo + k));
+                lo += k;
+            }
+        }
+        let count = ranges.len();
+        let mut parts: Vec<ProofPart> = ranges
+            .into_iter()
+            .enumerate()
+            .map(|(i, (start, end))| ProofPart {
+                start,
+                end,
+                slot: count - 1 - i,
+                frontier: Frontier::new(),
+            })
+            .collect();
+        parts.sort_by_key(|p| p.start);
+        Ok(InclusionProver {
+            index,
+            size,
+            tree: Frontier::new(),
+            parts,
+            next: 0,
+        })
+    }
+
+    /// Leaves given so far.
+    pub fn leaves(&self) -> u64 {
+        self.tree.size()
+    }
+
+    /// Gives the tree's next leaf; refused past its size.
+    pub fn push(&mut self, leaf: Hash) -> Result<(), ProofError> {
+        let at = self.tree.size();
+        if at >= self.size {
+            return Err(ProofError::SizeOutOfRange {
+                size: at + 1,
+                limit: self.size,
+            });
+        }
+        self.tree.push(leaf);
+        if at == self.index {
+            return Ok(());
+        }
+        while self.parts.get(self.next).is_some_and(|p| p.end <= at) {
+            self.next += 1;
+        }
+        // The parts and the proven leaf cover the tree, so the next part holds `at`.
+        if let Some(part) = self.parts.get_mut(self.next)
+            && part.start <= at
+        {
+            part.frontier.push(leaf);
+        }
+        Ok(())
+    }
+
+    /// The proof, deepest hash first as [`inclusion_proof`] orders it, and the tree's root;
+    /// refused before every leaf of the tree was given.
+    pub fn finish(self) -> Result<(Vec<Hash>, Hash), ProofError> {
+        if self.tree.size() < self.size {
+            return Err(ProofError::SizeOutOfRange {
+                size: self.size,
+                limit: self.tree.size(),
+            });
+        }
+        let mut proof = vec![[0u8; 32]; self.parts.len()];
+        for part in &self.parts {
+            proof[part.slot] = part.frontier.root();
+        }
+        Ok((proof, self.tree.root()))
+    }
+}
+
+/// The largest power of two below `n >= 2` ([`split`] for tree sizes that may not fit a usize).
+fn split_u64(n: u64) -> u64 {
+    1 << (u64::BITS - 1 - n.saturating_sub(1).leading_zeros())
+}
+
 /// The consistency proof between the tree of the first `old_size` `leaves` and the tree of the
 /// first `new_size` (RFC 9162 section 2.1.4.1).
 ///
@@ -454,6 +576,74 @@ mod tests {
             frontier.push(*leaf);
         }
         frontier
+    }
+
+    /// Proofs built from streamed leaves are those built from every leaf, for every leaf of
+    /// every small tree, with the tree's root.
+    #[test]
+    fn streamed_inclusion_proofs_are_the_recursive_ones() {
+        for size in 1..=70u64 {
+            let leaves = small_leaves(size as usize);
+            for index in 0..size {
+                let mut prover = InclusionProver::new(index, size).expect("prover");
+                for leaf in &leaves {
+                    prover.push(*leaf).expect("leaf");
+                }
+                assert_eq!(prover.leaves(), size);
+                let (proof, tree_root) = prover.finish().expect("proof");
+                assert_eq!(
+                    proof,
+                    inclusion_proof(&leaves, index, size).expect("proof"),
+                    "{index} in {size}"
+                );
+                assert_eq!(tree_root, root(&leaves));
+                verify_inclusion(&leaves[index as usize], index, size, &proof, &tree_root)
+                    .expect("verifies");
+            }
+        }
+        let leaves = reference_leaves();
+        let mut prover = InclusionProver::new(5, 8).expect("prover");
+        for leaf in &leaves {
+            prover.push(*leaf).expect("leaf");
+        }
+        let (proof, _) = prover.finish().expect("proof");
+        assert_eq!(
+            proof,
+            [
+                h("bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"),
+                h("ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0"),
+                h("d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_streamed_proof_refuses_a_leaf_out_of_range_or_too_many_or_too_few() {
+        assert_eq!(
+            InclusionProver::new(3, 3).map(|_| ()),
+            Err(ProofError::IndexOutOfRange { index: 3, size: 3 })
+        );
+        assert!(InclusionProver::new(u64::MAX, u64::MAX).is_err());
+        // The largest tree there can be: no overflow in the split.
+        assert_eq!(
+            InclusionProver::new(u64::MAX - 1, u64::MAX)
+                .expect("prover")
+                .parts
+                .len(),
+            inclusion_len(u64::MAX - 1, u64::MAX)
+        );
+        let mut prover = InclusionProver::new(0, 2).expect("prover");
+        prover.push(leaf_hash(b"a")).expect("leaf");
+        let short = prover.clone().finish();
+        assert_eq!(short, Err(ProofError::SizeOutOfRange { size: 2, limit: 1 }));
+        prover.push(leaf_hash(b"b")).expect("leaf");
+        assert_eq!(
+            prover.push(leaf_hash(b"c")),
+            Err(ProofError::SizeOutOfRange { size: 3, limit: 2 })
+        );
+        let (proof, tree_root) = prover.finish().expect("proof");
+        assert_eq!(proof, vec![leaf_hash(b"b")]);
+        assert_eq!(tree_root, node_hash(&leaf_hash(b"a"), &leaf_hash(b"b")));
     }
 
     #[test]
@@ -778,6 +968,20 @@ mod tests {
                     prop_assert!(verify_inclusion(leaf, other, n, &proof, &tree_root).is_err());
                 }
             }
+        }
+
+        /// Streamed proofs of larger trees (distinct leaves) are the recursive ones.
+        #[test]
+        fn streamed_inclusion_proofs_of_larger_trees(size in 1u64..5000, at in any::<u64>()) {
+            let leaves: Vec<Hash> = (0..size).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+            let index = at % size;
+            let mut prover = InclusionProver::new(index, size).expect("prover");
+            for leaf in &leaves {
+                prover.push(*leaf).expect("leaf");
+            }
+            let (proof, tree_root) = prover.finish().expect("proof");
+            prop_assert_eq!(proof, inclusion_proof(&leaves, index, size).expect("proof"));
+            prop_assert_eq!(tree_root, root(&leaves));
         }
 
         /// Every older size's proof verifies against the newest; a flipped bit in the proof or

@@ -186,6 +186,11 @@ impl Prepared {
         Prepared { leaf, head }
     }
 
+    /// The leaf hash of the record's bytes (zeros for a line that holds no record).
+    pub(crate) fn leaf(&self) -> Hash {
+        self.leaf
+    }
+
     /// A line of the source that holds no record: `problem` says why.
     pub(crate) fn malformed(problem: String) -> Prepared {
         Prepared {

@@ -1,5 +1,7 @@
 //! An export as an auditor receives it: written with [`ExportWriter`], verified with
-//! [`verify_export`], then tampered with in each way an insider could, each found and named.
+//! [`verify_export`], then tampered with in each way an insider could, each found and named;
+//! a record's proof from the export alone ([`prove`]), refused when the export was tampered
+//! with.
 
 use std::path::Path;
 
@@ -8,8 +10,9 @@ use audit::export::PROGRESS_EVERY;
 use audit::merkle::leaf_hash;
 use audit::record::format_time;
 use audit::{
-    Actor, Draft, ExportError, ExportWriter, Frontier, LocalSigner, Origin, Place, Progress,
-    PublicKeys, Record, Report, SignedCheckpoint, verify_export,
+    Actor, Draft, ExportError, ExportProof, ExportWriter, Failure, Frontier, LocalSigner, Origin,
+    Place, Progress, ProveError, PublicKeys, Record, Report, SignedCheckpoint, prove,
+    verify_export,
 };
 use aws_lc_rs::signature::Ed25519KeyPair;
 
@@ -499,6 +502,339 @@ fn random_byte_changes_never_panic_and_records_changes_never_pass() {
                 "round {round}: a change to {file} passed: {report:?}"
             );
         }
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+}
+
+/// Every record's leaf in the stream `name` as [`write_export`] writes it.
+fn leaves_of(stream: &str, records: u64) -> Vec<audit::Hash> {
+    (0..records)
+        .map(|seq| leaf_hash(&record(stream, seq)))
+        .collect()
+}
+
+/// Checks a proof as an auditor would, from the record's bytes, against the tree of the
+/// first `size` of `leaves`.
+fn check_proof(proof: &ExportProof, keys: &PublicKeys, leaves: &[audit::Hash], size: u64) {
+    let record_bytes = record(&proof.stream, proof.seq);
+    assert_eq!(proof.record, record_bytes);
+    assert_eq!(proof.leaf, leaf_hash(&record_bytes));
+    assert_eq!(proof.tree_size, size);
+    let tree = &leaves[..size as usize];
+    assert_eq!(proof.root, audit::merkle::root(tree));
+    assert_eq!(
+        proof.proof,
+        audit::merkle::inclusion_proof(tree, proof.seq, size).expect("proof")
+    );
+    audit::merkle::verify_inclusion(&proof.leaf, proof.seq, size, &proof.proof, &proof.root)
+        .expect("the proof verifies");
+    assert_eq!(proof.checkpoint.checkpoint.stream, proof.stream);
+    assert_eq!(proof.checkpoint.checkpoint.size, size);
+    assert_eq!(proof.checkpoint.checkpoint.root, proof.root);
+    assert_eq!(keys.verify(&proof.checkpoint), Ok(()));
+}
+
+#[test]
+fn a_record_of_an_export_proves_against_the_latest_checkpoint_or_a_named_one() {
+    let signer = LocalSigner::generate().expect("key");
+    let keys = keys_of(&signer);
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("export");
+    write_export(&dir, &signer, &STREAMS, CHECKPOINT_EVERY);
+    let leaves = leaves_of(TARGET, 5000);
+
+    for seq in [0, 1, 999, 1000, 2345, 4096, 4999] {
+        let proof = prove(&dir, TARGET, seq, None, &keys).expect("proof");
+        assert_eq!((proof.stream.as_str(), proof.seq), (TARGET, seq));
+        check_proof(&proof, &keys, &leaves, 5000);
+    }
+    for size in [1000, 3000, 5000] {
+        let proof = prove(&dir, TARGET, 999, Some(size), &keys).expect("proof");
+        check_proof(&proof, &keys, &leaves, size);
+    }
+    // The last checkpoint of a stream is at its last record.
+    let proof = prove(&dir, "ledger.eu_1", 5002, None, &keys).expect("proof");
+    check_proof(&proof, &keys, &leaves_of("ledger.eu_1", 5003), 5003);
+    // A proof against an older tree reads no record after it: a change there does not
+    // matter to it (verification of the whole export names it).
+    edit_lines(&dir, &records_file(), |lines| {
+        lines[4500] = replace(&lines[4500], "transfer.create", "transfer.delete");
+    });
+    let proof = prove(&dir, TARGET, 2345, Some(3000), &keys).expect("proof");
+    check_proof(&proof, &keys, &leaves, 3000);
+    assert!(matches!(
+        prove(&dir, TARGET, 2345, None, &keys),
+        Err(ProveError::Tampered(Failure {
+            place: Place::Record(4500),
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn a_proof_is_refused_for_what_no_checkpoint_covers() {
+    let signer = LocalSigner::generate().expect("key");
+    let keys = keys_of(&signer);
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("export");
+    write_export(&dir, &signer, &STREAMS, CHECKPOINT_EVERY);
+    let refused =
+        |stream: &str, seq: u64, size: Option<u64>| match prove(&dir, stream, seq, size, &keys) {
+            Ok(proof) => panic!("{stream} {seq} {size:?}: {proof:?}"),
+            Err(e) => (e.to_string(), e),
+        };
+
+    let (text, e) = refused("gateway-9", 0, None);
+    assert!(matches!(e, ProveError::NoStream { .. }), "{e:?}");
+    assert_eq!(text, "the export holds no stream \"gateway-9\"");
+    let (text, e) = refused(TARGET, 5000, None);
+    assert!(
+        matches!(e, ProveError::NoRecord { records: 5000, .. }),
+        "{e:?}"
+    );
+    assert_eq!(
+        text,
+        "stream gateway-1 has 5000 records in the export: there is no record 5000"
+    );
+    let (text, e) = refused(TARGET, u64::MAX, None);
+    assert!(matches!(e, ProveError::NoRecord { .. }), "{text}");
+    let (text, e) = refused(TARGET, 10, Some(2500));
+    assert!(
+        matches!(
+            e,
+            ProveError::NotCheckpointed {
+                size: 2500,
+                latest: 5000,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(text.contains("no checkpoint at size 2500"), "{text}");
+    let (text, e) = refused(TARGET, 2345, Some(2000));
+    assert!(
+        matches!(e, ProveError::NotInTree { size: 2000, .. }),
+        "{e:?}"
+    );
+    assert_eq!(
+        text,
+        "record 2345 of stream gateway-1 is not in its tree of 2000 records"
+    );
+
+    // Records after the last checkpoint (its line removed: nothing shows it was there).
+    edit_lines(&dir, "ledger.eu_1.checkpoints.jsonl", |lines| {
+        lines.retain(|l| !String::from_utf8_lossy(l).contains("\"size\":5003,"));
+    });
+    let (text, e) = refused("ledger.eu_1", 5001, None);
+    assert!(
+        matches!(e, ProveError::NotCovered { latest: 5000, .. }),
+        "{e:?}"
+    );
+    assert!(
+        text.contains("after its latest checkpoint (size 5000)"),
+        "{text}"
+    );
+    prove(&dir, "ledger.eu_1", 4999, None, &keys).expect("still proven");
+    // No checkpoint at all.
+    std::fs::write(dir.join(checkpoints_file()), b"").expect("write");
+    let (text, e) = refused(TARGET, 0, None);
+    assert!(matches!(e, ProveError::NoCheckpoint { .. }), "{e:?}");
+    assert!(text.contains("has no checkpoint"), "{text}");
+    // No manifest: not an export.
+    std::fs::remove_file(dir.join("manifest.json")).expect("rm");
+    let (_, e) = refused("gateway-2", 0, None);
+    assert!(
+        matches!(e, ProveError::Export(ExportError::Manifest { .. })),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_tampered_export_or_another_key_gives_no_proof() {
+    let signer = LocalSigner::generate().expect("key");
+    let keys = keys_of(&signer);
+    let root = tempfile::tempdir().expect("tempdir");
+    let pristine = root.path().join("pristine");
+    write_export(&pristine, &signer, &STREAMS, CHECKPOINT_EVERY);
+    let mut case = 0;
+    let mut check = |tamper: &dyn Fn(&Path), keys: &PublicKeys, place: Place, problem: &str| {
+        case += 1;
+        let dir = root.path().join(format!("case-{case}"));
+        copy_dir(&pristine, &dir);
+        tamper(&dir);
+        match prove(&dir, TARGET, 2345, None, keys) {
+            Err(ProveError::Tampered(failure)) => {
+                assert_eq!(failure.stream, TARGET, "case {case}: {failure}");
+                assert_eq!(failure.place, place, "case {case}: {failure}");
+                assert!(failure.problem.contains(problem), "case {case}: {failure}");
+            }
+            other => panic!("case {case}: {other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    };
+    let untouched = |_: &Path| {};
+
+    // The record proven, changed, its stored leaf kept.
+    check(
+        &|dir| {
+            edit_lines(dir, &records_file(), |lines| {
+                lines[2345] = replace(&lines[2345], "transfer.create", "transfer.delete");
+            })
+        },
+        &keys,
+        Place::Record(2345),
+        "its content does not match the leaf hash stored with it",
+    );
+    // The same with the leaf recomputed, and another record so changed: the signed root
+    // catches both.
+    for seq in [2345, 17] {
+        check(
+            &|dir| {
+                edit_lines(dir, &records_file(), |lines| {
+                    let record =
+                        replace(record_of(&lines[seq]), "transfer.create", "transfer.delete");
+                    lines[seq] = line_of(&record);
+                })
+            },
+            &keys,
+            Place::Records { from: 0, to: 4999 },
+            "do not match the checkpoint signed at size 5000",
+        );
+    }
+    // A line that holds no record, a record removed, two swapped, the tail cut off.
+    check(
+        &|dir| edit_lines(dir, &records_file(), |lines| lines[2345].truncate(100)),
+        &keys,
+        Place::Record(2345),
+        "its line is not",
+    );
+    check(
+        &|dir| {
+            edit_lines(dir, &records_file(), |lines| {
+                lines.remove(100);
+            })
+        },
+        &keys,
+        Place::Records { from: 100, to: 100 },
+        "missing",
+    );
+    check(
+        &|dir| edit_lines(dir, &records_file(), |lines| lines.swap(2345, 2346)),
+        &keys,
+        Place::Record(2345),
+        "out of order",
+    );
+    check(
+        &|dir| edit_lines(dir, &records_file(), |lines| lines.truncate(4990)),
+        &keys,
+        Place::Stream,
+        "truncated",
+    );
+    // The checkpoint's root changed; one forged with another key under the writer's id.
+    check(
+        &|dir| {
+            edit_lines(dir, &checkpoints_file(), |lines| {
+                let line = checkpoint_line(lines, 5000);
+                let mut signed = SignedCheckpoint::decode(line).expect("decode");
+                signed.checkpoint.root[0] ^= 1;
+                *line = signed.encode();
+            })
+        },
+        &keys,
+        Place::Checkpoint(5000),
+        "the signature does not verify with public key",
+    );
+    check(
+        &|dir| {
+            let other = LocalSigner::generate().expect("key");
+            edit_lines(dir, &checkpoints_file(), |lines| {
+                let line = checkpoint_line(lines, 5000);
+                let mut cp = SignedCheckpoint::decode(line).expect("decode").checkpoint;
+                cp.root = leaf_hash(b"another history");
+                let mut forged = other.sign(&cp);
+                forged.key_id = signer.key_id().to_owned();
+                *line = forged.encode();
+            })
+        },
+        &keys,
+        Place::Checkpoint(5000),
+        "the signature does not verify",
+    );
+    // A second checkpoint at the same size with another root, validly signed: a rewrite.
+    check(
+        &|dir| {
+            edit_lines(dir, &checkpoints_file(), |lines| {
+                let line = checkpoint_line(lines, 5000).clone();
+                let mut cp = SignedCheckpoint::decode(&line).expect("decode").checkpoint;
+                cp.root = leaf_hash(b"another history");
+                lines.push(signer.sign(&cp).encode());
+            })
+        },
+        &keys,
+        Place::Checkpoint(5000),
+        "different roots",
+    );
+    // A checkpoint line that is not one.
+    check(
+        &|dir| edit_lines(dir, &checkpoints_file(), |lines| lines[2] = b"{}".to_vec()),
+        &keys,
+        Place::Stream,
+        "line 3 of gateway-1.checkpoints.jsonl: not a signed checkpoint",
+    );
+    // The records file gone.
+    check(
+        &|dir| std::fs::remove_file(dir.join(records_file())).expect("rm"),
+        &keys,
+        Place::Stream,
+        "its file gateway-1.records.jsonl is missing",
+    );
+    // The export intact, another writer's key.
+    let stranger = LocalSigner::generate().expect("key");
+    check(
+        &untouched,
+        &keys_of(&stranger),
+        Place::Checkpoint(5000),
+        "signed by an unknown key",
+    );
+    // Its public key under the writer's id.
+    let impostor = PublicKeys::from_json(&replace(
+        &stranger.public_key().to_json(),
+        stranger.key_id(),
+        signer.key_id(),
+    ))
+    .expect("keys");
+    check(
+        &untouched,
+        &impostor,
+        Place::Checkpoint(5000),
+        "does not verify",
+    );
+    prove(&pristine, TARGET, 2345, None, &keys).expect("the pristine export proves");
+}
+
+/// Random bytes changed in a records file: never a panic, and never a proof when the change
+/// is in the tree proven against.
+#[test]
+fn random_changes_to_records_never_give_a_proof() {
+    let signer = LocalSigner::generate().expect("key");
+    let keys = keys_of(&signer);
+    let root = tempfile::tempdir().expect("tempdir");
+    let pristine = root.path().join("pristine");
+    write_export(&pristine, &signer, &[("a", 60)], 10);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for round in 0..300 {
+        let dir = root.path().join("case");
+        copy_dir(&pristine, &dir);
+        let path = dir.join("a.records.jsonl");
+        let mut bytes = std::fs::read(&path).expect("read");
+        for _ in 0..1 + rng.next() % 3 {
+            let at = (rng.next() % bytes.len() as u64) as usize;
+            bytes[at] ^= 1 + (rng.next() % 255) as u8;
+        }
+        std::fs::write(&path, &bytes).expect("write");
+        let seq = rng.next() % 60;
+        let proof = prove(&dir, "a", seq, None, &keys);
+        assert!(proof.is_err(), "round {round}: {proof:?}");
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

@@ -7,10 +7,16 @@
 //! | `audit_writer` | `$HOSTNAME`, else `strongroom` | this process's name; its streams are `{writer}-{start ULID}` |
 //! | `audit_signer` | `local` | `local`: an Ed25519 key file; `kms`: an AWS KMS `ECC_NIST_P256` key |
 //! | `audit_signing_key_file` | `<data_dir>/audit-signing.key` | the local key (owner-only; created on first run in dev mode) |
-//! | `audit_kms_key_id` | | the KMS signing key (id, ARN or alias) |
+//! | `audit_kms_key_id` | | the KMS signing key (id, ARN or alias; checkpoints name it by its ARN) |
 //! | `audit_kms_region`, `audit_kms_endpoint` | `kms_region`, `kms_endpoint` | where KMS is |
 //! | `audit_checkpoint_interval_s` | 10 | a checkpoint is signed at least this often while records arrive (1 to 3600) |
 //! | `audit_checkpoint_records` | 10000 | and as soon as this many records wait for one (1 to 1000000) |
+//!
+//! The `audit` commands ([`AuditCommand`]) work on the configured store (and record what they
+//! do in a stream of their own), except `verify --export` and `proof --export`, which read an
+//! export's files and a public key and nothing else: what an auditor holds. A proof from the
+//! store is checked against the stored checkpoint's root; one from an export also has its
+//! checkpoint's signature checked ([`audit::export::prove`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -251,7 +257,10 @@ pub async fn signer(
             )
             .await
             .map_err(|e| SignerError::Kms(e.to_string()))?;
-            tracing::info!(key_id, "audit checkpoints are signed with a KMS key");
+            tracing::info!(
+                key_id = signer.key_id(),
+                "audit checkpoints are signed with a KMS key"
+            );
             Ok(Arc::new(signer))
         }
     }
@@ -536,7 +545,8 @@ pub enum AuditCommand {
         public_key: Option<PathBuf>,
     },
     /// Prints, as JSON, the proof that a record is in its stream's tree (checked before it is
-    /// printed).
+    /// printed), from the configured store or from an export alone. Exit status 1 when there
+    /// is none.
     Proof {
         /// The stream.
         #[arg(long)]
@@ -544,9 +554,19 @@ pub enum AuditCommand {
         /// The record's sequence number.
         #[arg(long)]
         seq: u64,
-        /// The tree to prove against; default: the stream's latest checkpoint.
+        /// The tree to prove against; default: the stream's latest checkpoint. On an export,
+        /// the size of one of the stream's checkpoints.
         #[arg(long)]
         tree_size: Option<u64>,
+        /// An export directory (`audit export`) instead of the configured store, which is then
+        /// not opened: the proof comes from the export's files, and the checkpoint's signature
+        /// is checked too.
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// The public key file (`audit public-key`) that verifies the export's checkpoints;
+        /// only with `--export`; default: the configured signer's.
+        #[arg(long, requires = "export")]
+        public_key: Option<PathBuf>,
     },
     /// Writes every stream's records and checkpoints to a new directory, for an auditor.
     Export {
@@ -633,6 +653,15 @@ pub async fn command(
             stream,
             seq,
             tree_size,
+            export: Some(dir),
+            public_key,
+        } => proof_of_export(&config, &dir, public_key, &stream, seq, tree_size).await,
+        AuditCommand::Proof {
+            stream,
+            seq,
+            tree_size,
+            export: None,
+            public_key: _,
         } => proof(&config, &stream, seq, tree_size).await,
         AuditCommand::Export { dir } => export(&config, &dir).await,
         AuditCommand::PublicKey => public_key(&config).await,
@@ -658,25 +687,33 @@ fn cli_draft(action: &str) -> audit::Draft {
     audit::Draft::success(action, operator(), audit::Origin::default())
 }
 
-async fn verify(
+/// The public keys in `key_file`, or the configured signer's.
+async fn load_keys(
     config: &crate::config::Config,
-    export: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-) -> Result<bool, String> {
-    let keys = match &key_file {
+    key_file: Option<&Path>,
+) -> Result<audit::checkpoint::PublicKeys, String> {
+    match key_file {
         Some(file) => {
             let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
             audit::checkpoint::PublicKeys::from_json(&bytes)
-                .map_err(|e| format!("{}: {e}", file.display()))?
+                .map_err(|e| format!("{}: {e}", file.display()))
         }
         None => {
             let signer = signer(&config.audit, config.mode)
                 .await
                 .map_err(|e| e.to_string())?;
             let key = signer.public_key().await.map_err(|e| e.to_string())?;
-            keys_of(key)?
+            keys_of(key)
         }
-    };
+    }
+}
+
+async fn verify(
+    config: &crate::config::Config,
+    export: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+) -> Result<bool, String> {
+    let keys = load_keys(config, key_file.as_deref()).await?;
     let report = match &export {
         Some(dir) => {
             eprintln!("verifying the export in {}", dir.display());
@@ -760,19 +797,73 @@ async fn proof(
     {
         return Err("the proof's root is not the signed checkpoint's".into());
     }
-    let record: serde_json::Value = serde_json::from_slice(&proof.record).unwrap_or_default();
+    print_proof(&ProofView {
+        stream: &proof.stream,
+        seq: proof.seq,
+        record: &proof.record,
+        leaf: &proof.leaf,
+        tree_size: proof.tree_size,
+        root: &proof.root,
+        proof: &proof.proof,
+        checkpoint: proof.checkpoint.as_ref(),
+    });
+    Ok(true)
+}
+
+/// `audit proof --export`: from the export's files and the public key alone, checked by
+/// [`audit::export::prove`] (the proof, the root against the checkpoint's, its signature).
+async fn proof_of_export(
+    config: &crate::config::Config,
+    dir: &Path,
+    key_file: Option<PathBuf>,
+    stream: &str,
+    seq: u64,
+    tree_size: Option<u64>,
+) -> Result<bool, String> {
+    let keys = load_keys(config, key_file.as_deref()).await?;
+    let proof = audit::export::prove(dir, stream, seq, tree_size, &keys)
+        .map_err(|e| format!("no proof of record {seq} of stream {stream}: {e}"))?;
+    print_proof(&ProofView {
+        stream: &proof.stream,
+        seq: proof.seq,
+        record: &proof.record,
+        leaf: &proof.leaf,
+        tree_size: proof.tree_size,
+        root: &proof.root,
+        proof: &proof.proof,
+        checkpoint: Some(&proof.checkpoint),
+    });
+    Ok(true)
+}
+
+/// What `audit proof` prints, from the store or an export.
+struct ProofView<'a> {
+    stream: &'a str,
+    seq: u64,
+    record: &'a [u8],
+    leaf: &'a audit::merkle::Hash,
+    tree_size: u64,
+    root: &'a audit::merkle::Hash,
+    proof: &'a [audit::merkle::Hash],
+    checkpoint: Option<&'a audit::checkpoint::SignedCheckpoint>,
+}
+
+/// Prints a checked proof as pretty JSON: `stream`, `seq`, `record`, `leaf`, `tree_size`,
+/// `root`, `proof` (hex, deepest first) and `checkpoint` (null when none was signed at the
+/// tree's size).
+fn print_proof(view: &ProofView<'_>) {
+    let record: serde_json::Value = serde_json::from_slice(view.record).unwrap_or_default();
     let out = serde_json::json!({
-        "stream": proof.stream,
-        "seq": proof.seq,
+        "stream": view.stream,
+        "seq": view.seq,
         "record": record,
-        "leaf": hex::encode(proof.leaf),
-        "tree_size": proof.tree_size,
-        "root": hex::encode(proof.root),
-        "proof": proof.proof.iter().map(hex::encode).collect::<Vec<_>>(),
-        "checkpoint": proof.checkpoint.as_ref().map(|cp| serde_json::from_slice::<serde_json::Value>(&cp.encode()).unwrap_or_default()),
+        "leaf": hex::encode(view.leaf),
+        "tree_size": view.tree_size,
+        "root": hex::encode(view.root),
+        "proof": view.proof.iter().map(hex::encode).collect::<Vec<_>>(),
+        "checkpoint": view.checkpoint.map(|cp| serde_json::from_slice::<serde_json::Value>(&cp.encode()).unwrap_or_default()),
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    Ok(true)
 }
 
 async fn export(config: &crate::config::Config, dir: &Path) -> Result<bool, String> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use audit::checkpoint::{Algorithm, Checkpoint, LocalSigner, PublicKey, SignedCheckpoint};
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
+use aws_sdk_kms::types::{KeyState, MessageType, SigningAlgorithmSpec};
 
 use crate::error::Error;
 
@@ -62,7 +62,8 @@ impl CheckpointSigner for LocalCheckpointSigner {
 }
 
 /// A KMS asymmetric signing key (`ECC_NIST_P256`): checkpoints are signed with `Sign`
-/// (`ECDSA_SHA_256` over the raw message); the public key comes from `GetPublicKey`.
+/// (`ECDSA_SHA_256` over the raw message, an ASN.1 DER signature); the public key comes from
+/// `GetPublicKey` (a DER SubjectPublicKeyInfo). Both are named by the key's ARN.
 #[derive(Clone)]
 pub struct KmsSigner {
     client: aws_sdk_kms::Client,
@@ -84,6 +85,11 @@ const KMS_SIGN_ATTEMPTS_MAX: u32 = 3;
 impl KmsSigner {
     /// A signer with the key `key_id` (an ARN, id or alias), on the SDK configuration of the
     /// ledger's other AWS clients (`crate::aws::sdk_config`).
+    ///
+    /// The key is described once (`DescribeKey`): one that is not an enabled `ECC_NIST_P256`
+    /// key for `SIGN_VERIFY` is refused. From then on the signer names, signs with and reads
+    /// the public key of the key's ARN, not the id it was given: an alias may later point at
+    /// another key, and checkpoints signed by two keys must not name the same one.
     pub async fn connect(
         key_id: &str,
         region: Option<&str>,
@@ -96,14 +102,8 @@ impl KmsSigner {
                 Error::Corrupt("no AWS region is configured for the KMS signing key".into())
             })?;
         let client = aws_sdk_kms::Client::new(&config);
-        let signer = KmsSigner {
-            client,
-            key_id: key_id.into(),
-            attempt_timeout,
-        };
         // Refuse at start a key that cannot sign checkpoints.
-        let described = signer
-            .client
+        let described = client
             .describe_key()
             .key_id(key_id)
             .send()
@@ -117,11 +117,29 @@ impl KmsSigner {
         if spec.as_deref() != Some("ECC_NIST_P256") || usage.as_deref() != Some("SIGN_VERIFY") {
             return Err(Error::Corrupt(format!(
                 "KMS key {key_id} is {} for {}; checkpoints need an ECC_NIST_P256 key for SIGN_VERIFY",
-                spec.unwrap_or_default(),
-                usage.unwrap_or_default()
+                spec.as_deref().unwrap_or("of an unknown spec"),
+                usage.as_deref().unwrap_or("an unknown usage")
             )));
         }
-        Ok(signer)
+        if meta.key_state() != Some(&KeyState::Enabled) {
+            return Err(Error::Corrupt(format!(
+                "KMS key {key_id} is {}; checkpoints need an enabled key",
+                meta.key_state()
+                    .map_or("in an unknown state", KeyState::as_str)
+            )));
+        }
+        let arn = meta.arn().unwrap_or(key_id);
+        if arn.is_empty() || arn.len() > audit::checkpoint::KEY_ID_LEN_MAX {
+            return Err(Error::Corrupt(format!(
+                "KMS key {key_id}: its ARN {arn:?} cannot name checkpoints (1 to {} bytes)",
+                audit::checkpoint::KEY_ID_LEN_MAX
+            )));
+        }
+        Ok(KmsSigner {
+            client,
+            key_id: arn.into(),
+            attempt_timeout,
+        })
     }
 
     async fn with_retries<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, Error>
@@ -204,10 +222,15 @@ impl CheckpointSigner for KmsSigner {
             .public_key
             .map(Blob::into_inner)
             .ok_or_else(|| Error::Corrupt("KMS GetPublicKey returned no key".into()))?;
-        Ok(PublicKey {
+        let key = PublicKey {
             algorithm: Algorithm::EcdsaP256Sha256,
             key_id: self.key_id.to_string(),
             key,
-        })
+        };
+        // Never hand out a key that verifies nothing (another curve, a malformed answer).
+        audit::checkpoint::PublicKeys::new()
+            .add(key.clone())
+            .map_err(|e| Error::Corrupt(format!("KMS GetPublicKey: {e}")))?;
+        Ok(key)
     }
 }

@@ -6,12 +6,15 @@
 //! - [`properties`]: random operation sequences checked step by step against an in-test model.
 //! - [`vault_kms`]: the card vault over AWS KMS, against moto's KMS server (the vault over the
 //!   local keyring is tested beside its code, `ledger/src/vault`).
+//! - [`audit_log`]: the audit log on both stores, and its tampering caught.
+//! - [`audit_kms`]: checkpoints signed with an AWS KMS key, against moto's KMS server.
 //!
 //! The harness below starts a ledger with the hold sweeper off, so that tests decide when
 //! expired holds are voided (`Ledger::sweep_expired_holds`).
 
 #![allow(clippy::unwrap_used)]
 
+mod audit_kms;
 mod audit_log;
 mod properties;
 mod scenarios;

@@ -1,7 +1,8 @@
 //! The audit log through the API and the command line: every request leaves a record with who,
 //! what, when, outcome and origin; auditors read records, checkpoints and proofs, and those
 //! reads are recorded too; a proof checks against a signed checkpoint with nothing but the
-//! public key; an export verifies, and a tampered one does not.
+//! public key; an export verifies and proves a record, and a tampered one does neither;
+//! checkpoints signed with a KMS key (moto's) verify with the key the command line prints.
 
 use std::time::Duration;
 
@@ -319,7 +320,140 @@ async fn a_record_proves_against_a_signed_checkpoint_and_an_export_verifies() {
         String::from_utf8_lossy(&store.stdout),
         String::from_utf8_lossy(&store.stderr)
     );
-    // One changed byte in one record of the export: verification names the record and fails.
+    // A record's proof from the export and the public key alone: against the checkpoint read
+    // from the API above, and by default against the export's latest; the same proof as the
+    // store gives for that tree.
+    let seq_text = seq.to_string();
+    let size_text = checkpoint["size"].as_u64().unwrap().to_string();
+    let prove = |dir: &std::path::Path, tree_size: Option<&str>| {
+        let mut args = vec![
+            "audit",
+            "proof",
+            "--export",
+            dir.to_str().unwrap(),
+            "--public-key",
+            key_file.to_str().unwrap(),
+            "--stream",
+            &stream,
+            "--seq",
+            &seq_text,
+        ];
+        args.extend(
+            tree_size
+                .map(|size| ["--tree-size", size])
+                .into_iter()
+                .flatten(),
+        );
+        program(&args, &[])
+    };
+    let proven = |out: &std::process::Output| -> Value {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let at_checkpoint = proven(&prove(&export, Some(&size_text)));
+    assert_eq!(at_checkpoint["stream"], stream.as_str());
+    assert_eq!(at_checkpoint["seq"], seq);
+    assert_eq!(at_checkpoint["record"], record);
+    assert_eq!(at_checkpoint["tree_size"], checkpoint["size"]);
+    assert_eq!(at_checkpoint["root"], checkpoint["root"]);
+    assert_eq!(at_checkpoint["checkpoint"], checkpoint);
+    assert_eq!(at_checkpoint["proof"], p["proof"]);
+    let latest = proven(&prove(&export, None));
+    assert_eq!(latest["root"], latest["checkpoint"]["root"]);
+    assert_eq!(latest["tree_size"], latest["checkpoint"]["size"]);
+    assert!(latest["tree_size"].as_u64().unwrap() >= checkpoint["size"].as_u64().unwrap());
+    let path: Vec<[u8; 32]> = latest["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(hash)
+        .collect();
+    audit::merkle::verify_inclusion(
+        &audit::merkle::leaf_hash(&serde_json::to_vec(&latest["record"]).unwrap()),
+        seq,
+        latest["tree_size"].as_u64().unwrap(),
+        &path,
+        &hash(&latest["root"]),
+    )
+    .expect("the export's proof verifies");
+    let signed = serde_json::to_vec(&latest["checkpoint"]).unwrap();
+    audit::checkpoint::PublicKeys::from_json(&key.stdout)
+        .unwrap()
+        .verify(&audit::checkpoint::SignedCheckpoint::decode(&signed).unwrap())
+        .expect("the export's checkpoint verifies");
+    let from_store = program(
+        &[
+            "audit",
+            "proof",
+            "--stream",
+            &stream,
+            "--seq",
+            &seq_text,
+            "--tree-size",
+            &size_text,
+        ],
+        &settings,
+    );
+    assert_eq!(proven(&from_store), at_checkpoint);
+    // A record the export does not hold, a tree no checkpoint signed: no proof, exit status 1.
+    let refused = |out: std::process::Output, expected: &str| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(err.contains(expected), "{err}");
+    };
+    refused(
+        program(
+            &[
+                "audit",
+                "proof",
+                "--export",
+                export.to_str().unwrap(),
+                "--public-key",
+                key_file.to_str().unwrap(),
+                "--stream",
+                &stream,
+                "--seq",
+                "99999999",
+            ],
+            &[],
+        ),
+        "there is no record 99999999",
+    );
+    let unsigned = (checkpoint["size"].as_u64().unwrap() + 1).to_string();
+    refused(
+        prove(&export, Some(&unsigned)),
+        &format!("has no checkpoint at size {unsigned}"),
+    );
+    // `--public-key` is for an export only.
+    let usage = program(
+        &[
+            "audit",
+            "proof",
+            "--public-key",
+            key_file.to_str().unwrap(),
+            "--stream",
+            &stream,
+            "--seq",
+            &seq_text,
+        ],
+        &settings,
+    );
+    let err = String::from_utf8_lossy(&usage.stderr);
+    assert!(!usage.status.success(), "{err}");
+    assert!(usage.stdout.is_empty() && err.contains("--export"), "{err}");
+
+    // One changed byte in one record of the export: verification names the record and fails,
+    // and the record gives no proof.
     let records = export.join(format!("{stream}.records.jsonl"));
     let text = std::fs::read_to_string(&records).unwrap();
     let tampered = text.replacen(&transfer_id, &transfer_id.to_lowercase(), 1);
@@ -329,6 +463,127 @@ async fn a_record_proves_against_a_signed_checkpoint_and_an_export_verifies() {
     let out = String::from_utf8_lossy(&bad.stdout);
     assert!(!bad.status.success(), "{out}");
     assert!(out.contains("FAILED") && out.contains(&stream), "{out}");
+    refused(
+        prove(&export, None),
+        &format!("stream {stream}, record {seq}: its content does not match the leaf hash"),
+    );
+}
+
+/// A new `ECC_NIST_P256` signing key on the test KMS server (moto, `tests/run.sh`): its ARN
+/// and the server's endpoint.
+async fn kms_signing_key() -> (String, String) {
+    let endpoint = std::env::var("STRONGROOM_TEST_KMS_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "STRONGROOM_TEST_KMS_ENDPOINT is not set: run the tests with tests/run.sh, which \
+             starts moto on 127.0.0.1"
+        )
+    });
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .load()
+        .await;
+    let key = aws_sdk_kms::Client::new(&config)
+        .create_key()
+        .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+        .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap();
+    let arn = key.key_metadata().unwrap().arn().unwrap().to_owned();
+    (arn, endpoint)
+}
+
+#[tokio::test]
+async fn checkpoints_signed_with_a_kms_key_verify_with_the_key_the_command_line_prints() {
+    let (arn, endpoint) = kms_signing_key().await;
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().display().to_string();
+    let settings = [
+        ("data_dir", data_dir.as_str()),
+        ("audit_signer", "kms"),
+        ("audit_kms_key_id", arn.as_str()),
+        ("audit_kms_endpoint", endpoint.as_str()),
+        ("audit_kms_region", "us-east-1"),
+    ];
+    let mut serve = settings.to_vec();
+    serve.push(("audit_checkpoint_interval_s", "1"));
+    let instance = Instance::start_in(data.path(), &serve).await;
+    let partner = instance.api("acme");
+    let debit = partner.account("USD", "debit", "none").await;
+    let credit = partner.account("USD", "credit", "none").await;
+    let transfer = partner.transfer(&debit, &credit, 100, "USD").await;
+    let transfer_id = transfer["id"].as_str().unwrap().to_owned();
+    let events = all_events(
+        &instance,
+        "acme",
+        &format!("resource=transfer:{transfer_id}"),
+    )
+    .await;
+    let record = events
+        .iter()
+        .find(|e| e["action"] == "transfer.create")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    let stream = record["stream"].as_str().unwrap().to_owned();
+    let seq = record["seq"].as_u64().unwrap();
+    let auditor = instance
+        .anonymous(crate::harness::Protocol::Negotiated)
+        .with_token(&instance.tokens.mint("acme", AUDITOR));
+    let mut checkpoint = Value::Null;
+    for _ in 0..50 {
+        let latest = auditor.get("/v1/audit/checkpoints/latest").await;
+        latest.expect(200);
+        if let Some(cp) = latest.json["checkpoints"]
+            .as_array()
+            .and_then(|all| all.iter().find(|cp| cp["stream"] == stream.as_str()))
+            && cp["size"].as_u64().unwrap() > seq
+        {
+            checkpoint = cp.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!checkpoint.is_null(), "no checkpoint covered record {seq}");
+    assert_eq!(checkpoint["algorithm"], "ecdsa-p256-sha256", "{checkpoint}");
+    assert_eq!(checkpoint["key_id"], arn.as_str(), "{checkpoint}");
+    instance.stop().await;
+
+    // The key `audit public-key` prints, from KMS, with the same settings.
+    let key = program(&["audit", "public-key"], &settings);
+    assert!(
+        key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&key.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&key.stdout).unwrap();
+    assert_eq!(printed["algorithm"], "ecdsa-p256-sha256");
+    assert_eq!(printed["key_id"], arn.as_str());
+    let keys = audit::checkpoint::PublicKeys::from_json(&key.stdout).unwrap();
+    let signed =
+        audit::checkpoint::SignedCheckpoint::decode(&serde_json::to_vec(&checkpoint).unwrap())
+            .unwrap();
+    keys.verify(&signed)
+        .expect("the checkpoint's signature verifies with the printed key");
+    let mut changed = signed.clone();
+    changed.checkpoint.size -= 1;
+    assert_eq!(
+        keys.verify(&changed),
+        Err(audit::checkpoint::CheckpointError::BadSignature {
+            key_id: arn.clone()
+        })
+    );
+    // The whole store verifies with it: every checkpoint signed in KMS, the stop's included.
+    let store = program(&["audit", "verify"], &settings);
+    let out = String::from_utf8_lossy(&store.stdout);
+    assert!(
+        store.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&store.stderr)
+    );
+    assert!(
+        out.contains("all verified") && out.contains(&stream),
+        "{out}"
+    );
 }
 
 #[tokio::test]
