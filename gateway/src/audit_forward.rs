@@ -15,12 +15,13 @@
 //!
 //! The gateway does not wait for these records before it answers: they are records of
 //! refusals, which acknowledge nothing. A batch whose answer was lost is sent again, so a
-//! record may be written twice (the same request id twice); one is never dropped silently:
-//! when the queue is full, or the ledger stays unreachable past the shutdown grace, each
-//! record not written is logged whole at `error` with `audit_record_not_written`, and counted.
+//! record may be written twice (the same request id twice). A batch the ledger finds too large
+//! (413, a smaller `body_bytes_max` there) is sent in halves. A record is never dropped
+//! silently: when the queue is full, when the ledger refuses it outright (another 4xx than
+//! 401, 403, 408 and 429), or when the ledger stays unreachable past the shutdown grace, each
+//! record not written is logged whole at `error` with `audit_record_not_written`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -179,25 +180,18 @@ pub struct ForwardSettings {
 #[derive(Debug)]
 pub struct Forwarder {
     tx: mpsc::Sender<audit::Draft>,
-    dropped: AtomicU64,
 }
 
 impl Forwarder {
-    /// Queues a record; when the queue is full, logs it whole instead (and counts it).
+    /// Queues a record; when the queue is full, logs it whole instead.
     pub fn submit(&self, draft: audit::Draft) {
         match self.tx.try_send(draft) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(draft))
             | Err(mpsc::error::TrySendError::Closed(draft)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
                 not_written(&draft, "the queue of records for the ledger is full");
             }
         }
-    }
-
-    /// Records logged instead of written, so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -218,10 +212,7 @@ pub fn start(
     stopped: watch::Receiver<bool>,
 ) -> (Arc<Forwarder>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(FORWARD_QUEUE_MAX);
-    let forwarder = Arc::new(Forwarder {
-        tx,
-        dropped: AtomicU64::new(0),
-    });
+    let forwarder = Arc::new(Forwarder { tx });
     let task = tokio::spawn(run(settings, client, rx, stopped));
     (forwarder, task)
 }
@@ -235,6 +226,8 @@ async fn run(
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut pending: Vec<audit::Draft> = Vec::new();
     let mut wait = FORWARD_RETRY_FIRST;
+    // Records per request; halved while the ledger answers that a batch is too large.
+    let mut cap = FORWARD_BATCH_MAX;
     loop {
         if pending.is_empty() {
             let first = tokio::select! {
@@ -259,21 +252,40 @@ async fn run(
                 Err(_) => break,
             }
         }
-        match send(&settings, &client, &pending).await {
+        let n = pending.len().min(cap);
+        match send(&settings, &client, &pending[..n]).await {
             Ok(failed) => {
-                let mut again = Vec::new();
+                let mut kept = Vec::with_capacity(failed.len() + pending.len() - n);
                 for (i, draft) in pending.drain(..).enumerate() {
-                    if failed.contains(&i) {
-                        again.push(draft);
+                    if i >= n || failed.contains(&i) {
+                        kept.push(draft);
                     }
                 }
-                pending = again;
-                if pending.is_empty() {
+                let all_written = failed.is_empty();
+                pending = kept;
+                if all_written {
                     wait = FORWARD_RETRY_FIRST;
                     continue;
                 }
             }
-            Err(e) => {
+            Err(SendError::TooLarge) if n > 1 => {
+                cap = (n / 2).max(1);
+                continue;
+            }
+            Err(SendError::Refused(why)) => {
+                // Sending it again would get the same answer.
+                for draft in pending.drain(..n) {
+                    not_written(&draft, &why);
+                }
+                continue;
+            }
+            Err(SendError::TooLarge) => {
+                for draft in pending.drain(..n) {
+                    not_written(&draft, "the ledger refuses a record this large");
+                }
+                continue;
+            }
+            Err(SendError::Failed(e)) => {
                 tracing::warn!(error = %e, records = pending.len(), "audit records not yet sent to the ledger; retrying");
             }
         }
@@ -300,6 +312,18 @@ async fn run(
     }
 }
 
+/// Why a batch was not taken.
+#[derive(Debug)]
+enum SendError {
+    /// The ledger says it is too large (413): send fewer at a time.
+    TooLarge,
+    /// The ledger refused it for good (another 4xx than 401, 403, 408 and 429, which a key
+    /// rotation, a clock or a busy ledger explain).
+    Refused(String),
+    /// It may go through later.
+    Failed(String),
+}
+
 /// A bound on a record's JSON size, without writing it.
 fn draft_bytes(draft: &audit::Draft) -> usize {
     let text = |s: &Option<String>| s.as_ref().map_or(4, String::len);
@@ -321,12 +345,15 @@ async fn send(
     settings: &ForwardSettings,
     client: &crate::proxy::UpstreamClient,
     drafts: &[audit::Draft],
-) -> Result<Vec<usize>, String> {
-    let body = serde_json::to_vec(&BatchRef { records: drafts }).map_err(|e| e.to_string())?;
+) -> Result<Vec<usize>, SendError> {
+    let failed = |e: String| SendError::Failed(e);
+    let body = serde_json::to_vec(&BatchRef { records: drafts })
+        .map_err(|e| SendError::Refused(e.to_string()))?;
     let request_id = ulid::Ulid::generate().to_string();
     let identity = crate::auth::Identity {
         subject: FORWARDER_SUBJECT.to_owned(),
-        tenant: ledger::TenantId::new("strongroom").ok_or("tenant")?,
+        tenant: ledger::TenantId::new("strongroom")
+            .ok_or_else(|| failed("no service tenant".into()))?,
         scopes: Vec::new(),
         roles: Vec::new(),
         expires_at: jsonwebtoken::get_current_timestamp() + crate::internal::ASSERTION_TTL_S,
@@ -345,10 +372,14 @@ async fn send(
     let parts = settings.upstream.clone().into_parts();
     let uri = Uri::builder()
         .scheme(parts.scheme.unwrap_or(axum::http::uri::Scheme::HTTP))
-        .authority(parts.authority.ok_or("the upstream URL has no host")?)
+        .authority(
+            parts
+                .authority
+                .ok_or_else(|| failed("the upstream URL has no host".into()))?,
+        )
         .path_and_query(RECORDS_PATH)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(e.to_string()))?;
     let mut request = hyper::Request::new(Full::new(Bytes::from(body)));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = uri;
@@ -359,28 +390,38 @@ async fn send(
     );
     headers.insert(
         IDENTITY_HEADER,
-        HeaderValue::from_str(&assertion).map_err(|e| e.to_string())?,
+        HeaderValue::from_str(&assertion).map_err(|e| failed(e.to_string()))?,
     );
     headers.insert(
         crate::api::REQUEST_ID,
-        HeaderValue::from_str(&request_id).map_err(|e| e.to_string())?,
+        HeaderValue::from_str(&request_id).map_err(|e| failed(e.to_string()))?,
     );
     let response = tokio::time::timeout(FORWARD_ATTEMPT_TIMEOUT, client.request(request))
         .await
-        .map_err(|_| "no answer in time".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| failed("no answer in time".into()))?
+        .map_err(|e| failed(e.to_string()))?;
     let status = response.status();
     let body = http_body_util::BodyExt::collect(response.into_body())
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| failed(e.to_string()))?
         .to_bytes();
     if !status.is_success() {
-        return Err(format!(
+        let why = format!(
             "the ledger answered {status}: {}",
             String::from_utf8_lossy(&body[..body.len().min(512)])
-        ));
+        );
+        return Err(match status {
+            StatusCode::PAYLOAD_TOO_LARGE => SendError::TooLarge,
+            StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::TOO_MANY_REQUESTS => SendError::Failed(why),
+            s if s.is_client_error() => SendError::Refused(why),
+            _ => SendError::Failed(why),
+        });
     }
-    let written: Written = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let written: Written =
+        serde_json::from_slice(&body).map_err(|e| failed(format!("the ledger's answer: {e}")))?;
     Ok(written.failed)
 }
 

@@ -675,3 +675,96 @@ async fn only_the_gateway_may_hand_the_ledger_records() {
         .expect_problem(400, "malformed-json");
     ledger.stop().await;
 }
+
+/// A stand-in ledger that takes the gateway's records at most `cap` to a request, answering a
+/// larger batch 413 as a ledger with a small body limit would; returns the records taken, the
+/// largest batch it took, and how many it answered 413. Its first answer takes 300 ms, so
+/// that more records queue up meanwhile.
+async fn records_taker(cap: usize) -> (String, Arc<Mutex<(Vec<String>, usize, usize)>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let taken = Arc::new(Mutex::new((Vec::new(), 0, 0)));
+    let first = Arc::new(AtomicBool::new(true));
+    let t = taken.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (t, first) = (t.clone(), first.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<Incoming>| {
+                    let t = t.clone();
+                    let slow = first.swap(false, Ordering::SeqCst);
+                    async move {
+                        use http_body_util::BodyExt;
+                        if slow {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let batch: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        let records = batch["records"].as_array().cloned().unwrap_or_default();
+                        let (status, answer) = if records.len() > cap {
+                            t.lock().unwrap().2 += 1;
+                            (413, json!({"type": "payload-too-large"}))
+                        } else {
+                            let mut taken = t.lock().unwrap();
+                            taken.1 = taken.1.max(records.len());
+                            for r in &records {
+                                taken
+                                    .0
+                                    .push(r["origin"]["request_id"].as_str().unwrap().into());
+                            }
+                            (200, json!({"written": records.len(), "failed": []}))
+                        };
+                        Ok::<_, hyper::Error>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(answer.to_string())))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (url, taken)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_sends_its_records_in_batches_the_ledger_takes() {
+    let (url, taken) = records_taker(2).await;
+    let gateway = Instance::start_with(&[("upstream", &url)]).await;
+    let anonymous = gateway.anonymous(Protocol::Negotiated);
+    // Refused at the gateway, all at once: their records queue up together.
+    let mut refusals = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let anonymous = anonymous.clone();
+        refusals.spawn(async move { anonymous.get("/v1/accounts").await });
+    }
+    let mut ids = Vec::new();
+    while let Some(reply) = refusals.join_next().await {
+        let reply = reply.unwrap();
+        reply.expect(401);
+        ids.push(reply.header("x-request-id").unwrap().to_owned());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (seen, largest, too_large) = taken.lock().unwrap().clone();
+        if ids.iter().all(|id| seen.contains(id)) {
+            assert!(largest <= 2, "a batch of {largest} was taken");
+            assert!(
+                too_large > 0,
+                "no batch was ever too large: the test tested nothing"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records not taken: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gateway.stop().await;
+}
