@@ -589,13 +589,10 @@ async fn only_the_gateway_may_hand_the_ledger_records() {
         "reason": null, "detail": null,
         "origin": {"request_id": "forged", "trace_id": null}
     }]});
-    // Without an assertion, and with one for a partner's identity: refused.
+    let records = gateway::audit_forward::RECORDS_PATH;
+    // Without an assertion: refused.
     direct
-        .send(
-            Req::post(gateway::audit_forward::RECORDS_PATH)
-                .no_token()
-                .json(&batch),
-        )
+        .send(Req::post(records).no_token().json(&batch))
         .await
         .expect(401);
     let key = InternalKey::load(&key).unwrap();
@@ -608,69 +605,40 @@ async fn only_the_gateway_may_hand_the_ledger_records() {
         client_id: None,
         cert_thumbprint: None,
     };
-    let assertion = key.assert(
-        &partner,
-        Bound {
-            method: "POST",
-            path_and_query: gateway::audit_forward::RECORDS_PATH,
-            request_id: "r-forge",
-        },
-        jsonwebtoken::get_current_timestamp(),
-    );
-    direct
-        .send(
-            Req::post(gateway::audit_forward::RECORDS_PATH)
-                .no_token()
-                .header("x-request-id", "r-forge")
-                .header(IDENTITY_HEADER, &assertion)
-                .json(&batch),
-        )
-        .await
-        .expect_problem(403, "insufficient-scope");
-    // The forwarder's own identity writes, and the record is there.
     let forwarder = gateway::auth::Identity {
         subject: gateway::audit_forward::FORWARDER_SUBJECT.into(),
         tenant: ledger::TenantId::new("strongroom").unwrap(),
-        ..partner
+        ..partner.clone()
     };
-    let assertion = key.assert(
-        &forwarder,
-        Bound {
-            method: "POST",
-            path_and_query: gateway::audit_forward::RECORDS_PATH,
-            request_id: "r-ok",
-        },
-        jsonwebtoken::get_current_timestamp(),
-    );
-    let written = direct
-        .send(
-            Req::post(gateway::audit_forward::RECORDS_PATH)
+    // A batch under a valid assertion for `identity`.
+    let post = |identity: &gateway::auth::Identity, rid: &'static str, body: serde_json::Value| {
+        let assertion = key.assert(
+            identity,
+            Bound {
+                method: "POST",
+                path_and_query: records,
+                request_id: rid,
+            },
+            jsonwebtoken::get_current_timestamp(),
+        );
+        direct.send(
+            Req::post(records)
                 .no_token()
-                .header("x-request-id", "r-ok")
+                .header("x-request-id", rid)
                 .header(IDENTITY_HEADER, &assertion)
-                .json(&batch),
+                .json(&body),
         )
-        .await;
+    };
+    // A partner's identity may not write records.
+    post(&partner, "r-forge", batch.clone())
+        .await
+        .expect_problem(403, "insufficient-scope");
+    // The forwarder's may.
+    let written = post(&forwarder, "r-ok", batch).await;
     written.expect(200);
     assert_eq!(written.json, json!({"written": 1, "failed": []}));
     // A batch that is not one changes nothing.
-    let assertion = key.assert(
-        &forwarder,
-        Bound {
-            method: "POST",
-            path_and_query: gateway::audit_forward::RECORDS_PATH,
-            request_id: "r-bad",
-        },
-        jsonwebtoken::get_current_timestamp(),
-    );
-    direct
-        .send(
-            Req::post(gateway::audit_forward::RECORDS_PATH)
-                .no_token()
-                .header("x-request-id", "r-bad")
-                .header(IDENTITY_HEADER, &assertion)
-                .json(&json!({"records": [{"action": 5}]})),
-        )
+    post(&forwarder, "r-bad", json!({"records": [{"action": 5}]}))
         .await
         .expect_problem(400, "malformed-json");
     ledger.stop().await;
