@@ -18,8 +18,9 @@
 //! record may be written twice (the same request id twice). A batch the ledger finds too large
 //! (413, a smaller `body_bytes_max` there) is sent in halves. A record is never dropped
 //! silently: when the queue is full, when the ledger refuses it outright (another 4xx than
-//! 401, 403, 408 and 429), or when the ledger stays unreachable past the shutdown grace, each
-//! record not written is logged whole at `error` with `audit_record_not_written`.
+//! 401, 403, 408 and 429), or when the ledger stays unreachable for the shutdown grace after
+//! the last request was answered, each record not written is logged whole at `error` with
+//! `audit_record_not_written`.
 
 use std::sync::Arc;
 use std::time::Duration;
