@@ -325,7 +325,8 @@ enum SendError {
     Failed(String),
 }
 
-/// A bound on a record's JSON size, without writing it.
+/// About a record's JSON size (its text plus room for the names and quotes), without
+/// writing it: what closes a batch at [`FORWARD_BATCH_BYTES`].
 fn draft_bytes(draft: &audit::Draft) -> usize {
     let text = |s: &Option<String>| s.as_ref().map_or(4, String::len);
     256 + draft.action.len()

@@ -472,18 +472,8 @@ async fn a_record_proves_against_a_signed_checkpoint_and_an_export_verifies() {
 /// A new `ECC_NIST_P256` signing key on the test KMS server (moto, `tests/run.sh`): its ARN
 /// and the server's endpoint.
 async fn kms_signing_key() -> (String, String) {
-    let endpoint = std::env::var("STRONGROOM_TEST_KMS_ENDPOINT").unwrap_or_else(|_| {
-        panic!(
-            "STRONGROOM_TEST_KMS_ENDPOINT is not set: run the tests with tests/run.sh, which \
-             starts moto on 127.0.0.1"
-        )
-    });
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&endpoint)
-        .load()
-        .await;
-    let key = aws_sdk_kms::Client::new(&config)
+    let (kms, endpoint) = crate::harness::test_kms().await;
+    let key = kms
         .create_key()
         .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
         .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)

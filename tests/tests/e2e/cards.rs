@@ -29,18 +29,7 @@ enum Keys {
 
 /// A new symmetric KMS key on the test server (moto).
 async fn kms_key() -> (String, String) {
-    let endpoint = std::env::var("STRONGROOM_TEST_KMS_ENDPOINT").unwrap_or_else(|_| {
-        panic!(
-            "STRONGROOM_TEST_KMS_ENDPOINT is not set: run the tests with tests/run.sh, which \
-             starts moto on 127.0.0.1"
-        )
-    });
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&endpoint)
-        .load()
-        .await;
-    let kms = aws_sdk_kms::Client::new(&config);
+    let (kms, endpoint) = crate::harness::test_kms().await;
     let key = kms.create_key().send().await.unwrap();
     let arn = key.key_metadata().unwrap().arn().unwrap().to_owned();
     (arn, endpoint)

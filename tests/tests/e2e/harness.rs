@@ -90,6 +90,22 @@ fn dynamodb_table(table: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A client of the test KMS server (moto, started by `tests/run.sh`), and its endpoint.
+pub async fn test_kms() -> (aws_sdk_kms::Client, String) {
+    let endpoint = std::env::var("STRONGROOM_TEST_KMS_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "STRONGROOM_TEST_KMS_ENDPOINT is not set: run the tests with tests/run.sh, which \
+             starts moto on 127.0.0.1"
+        )
+    });
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .load()
+        .await;
+    (aws_sdk_kms::Client::new(&config), endpoint)
+}
+
 /// Fetches a metrics page (plain HTTP) and checks its content type.
 pub async fn scrape(url: &str) -> String {
     let answer = reqwest::get(url).await.unwrap();

@@ -27,6 +27,19 @@ fn shared_key(dir: &Path) -> PathBuf {
     path
 }
 
+/// A partner's identity, as the gateway would assert it.
+fn partner_identity() -> gateway::auth::Identity {
+    gateway::auth::Identity {
+        subject: "svc".into(),
+        tenant: ledger::TenantId::new("acme").unwrap(),
+        scopes: vec!["ledger:read".into()],
+        roles: Vec::new(),
+        expires_at: jsonwebtoken::get_current_timestamp() + 600,
+        client_id: None,
+        cert_thumbprint: None,
+    }
+}
+
 async fn pair(dir: &Path) -> (Instance, Instance, PathBuf) {
     let key = shared_key(dir);
     let key_s = key.display().to_string();
@@ -113,15 +126,7 @@ async fn the_gateway_alone_serves_the_api_through_the_ledger_alone() {
     );
     // An assertion under the shared key works only for the request it names.
     let key = InternalKey::load(&key).unwrap();
-    let identity = gateway::auth::Identity {
-        subject: "svc".into(),
-        tenant: ledger::TenantId::new("acme").unwrap(),
-        scopes: vec!["ledger:read".into()],
-        roles: Vec::new(),
-        expires_at: jsonwebtoken::get_current_timestamp() + 600,
-        client_id: None,
-        cert_thumbprint: None,
-    };
+    let identity = partner_identity();
     let assertion = |path: &str, rid: &str, key: &InternalKey| {
         key.assert(
             &identity,
@@ -596,15 +601,7 @@ async fn only_the_gateway_may_hand_the_ledger_records() {
         .await
         .expect(401);
     let key = InternalKey::load(&key).unwrap();
-    let partner = gateway::auth::Identity {
-        subject: "svc".into(),
-        tenant: ledger::TenantId::new("acme").unwrap(),
-        scopes: vec!["ledger:read".into()],
-        roles: Vec::new(),
-        expires_at: jsonwebtoken::get_current_timestamp() + 600,
-        client_id: None,
-        cert_thumbprint: None,
-    };
+    let partner = partner_identity();
     let forwarder = gateway::auth::Identity {
         subject: gateway::audit_forward::FORWARDER_SUBJECT.into(),
         tenant: ledger::TenantId::new("strongroom").unwrap(),
@@ -634,9 +631,27 @@ async fn only_the_gateway_may_hand_the_ledger_records() {
         .await
         .expect_problem(403, "insufficient-scope");
     // The forwarder's may.
-    let written = post(&forwarder, "r-ok", batch).await;
+    let written = post(&forwarder, "r-ok", batch.clone()).await;
     written.expect(200);
     assert_eq!(written.json, json!({"written": 1, "failed": []}));
+    // At most FORWARD_BATCH_MAX records a batch.
+    let record = batch["records"][0].clone();
+    let most = gateway::audit_forward::FORWARD_BATCH_MAX;
+    let full = post(
+        &forwarder,
+        "r-full",
+        json!({"records": vec![record.clone(); most]}),
+    )
+    .await;
+    full.expect(200);
+    assert_eq!(full.json["written"], most);
+    post(
+        &forwarder,
+        "r-over",
+        json!({"records": vec![record; most + 1]}),
+    )
+    .await
+    .expect_problem(413, "payload-too-large");
     // A batch that is not one changes nothing.
     post(&forwarder, "r-bad", json!({"records": [{"action": 5}]}))
         .await
