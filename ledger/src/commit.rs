@@ -400,11 +400,19 @@ impl Committer {
         }
     }
 
-    /// Reads what a batch needs.
+    /// Reads what a batch needs. Where the store checks conditions against what was just read
+    /// ([`Store::conditions_use_reads`]), the keys of the batch's audit records come along in
+    /// the same call: their answer is not used here, but it spares the write a lookup.
     async fn read(&self, commands: &[Command]) -> Result<Snapshot, Error> {
         let mut reads = Snapshot::default();
         let first = first_reads(commands);
-        let items = self.store.get_many(first.clone()).await?;
+        let mut keys = first.clone();
+        if let Some(stream) = &self.audit
+            && self.store.conditions_use_reads()
+        {
+            keys.extend(stream.next_keys());
+        }
+        let items = self.store.get_many(keys).await?;
         reads.extend(first.into_iter().zip(items));
         let second = second_reads(commands, &reads)?;
         if !second.is_empty() {

@@ -19,7 +19,7 @@ use super::block::{self, Block, Stored};
 use crate::codec;
 use crate::error::Error;
 use crate::layout;
-use crate::store::{Condition, Item, Query, Store, WriteOp};
+use crate::store::{Condition, Item, Key, Query, Store, WriteOp};
 use crate::time::Timestamp;
 
 /// A stream's row in the registry.
@@ -129,6 +129,17 @@ impl StreamWriter {
     /// The sequence number the next record takes.
     pub fn next_seq(&self) -> u64 {
         self.frontier.size()
+    }
+
+    /// The keys the next batch's records are put under first, each on the condition that
+    /// nothing is there: its first block, and the stream's registry row before its first
+    /// record.
+    pub fn next_keys(&self) -> Vec<Key> {
+        let mut keys = vec![layout::audit_block(&self.stream, self.next_seq())];
+        if self.next_seq() == 0 {
+            keys.push(layout::audit_stream(&self.stream));
+        }
+        keys
     }
 
     /// The records of `drafts`, numbered from the next sequence, made at `now`.

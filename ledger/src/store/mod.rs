@@ -208,6 +208,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Whether the backend answers; for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Whether a key the writer reads just before it writes the key under a condition spares
+    /// the write a lookup of its own. SQLite checks conditions against what the committer last
+    /// read, in the same snapshot; DynamoDB checks them in the transaction, so there a read
+    /// would only cost. False by default.
+    fn conditions_use_reads(&self) -> bool {
+        false
+    }
+
     /// The backend's own counters (calls, retries, capacity); none by default.
     fn metrics(&self) -> Vec<crate::metrics::Metric> {
         Vec::new()

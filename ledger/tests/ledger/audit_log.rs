@@ -289,10 +289,22 @@ async fn the_store_refuses_to_change_audit_items(kind: Kind) {
         let conn = rusqlite::Connection::open(place.dir.path().join("l.db")).unwrap();
         conn.pragma_update(None, "recursive_triggers", "ON")
             .unwrap();
+        // The audit log's items are in their own table, and only there.
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(
+            count("SELECT count(*) FROM audit_items WHERE pk = 'AUDIT#s-1'"),
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM items WHERE substr(pk, 1, 5) = 'AUDIT'"),
+            0
+        );
         for sql in [
-            "UPDATE items SET body = x'00' WHERE pk = 'AUDIT#s-1'",
-            "DELETE FROM items WHERE pk = 'AUDIT#s-1'",
-            "INSERT OR REPLACE INTO items (pk, sk, version, body) VALUES ('AUDIT#s-1', 'B#00000000000000000000', 1, x'00')",
+            "UPDATE audit_items SET body = x'00' WHERE pk = 'AUDIT#s-1'",
+            "UPDATE audit_items SET version = 2 WHERE pk = 'AUDIT#s-1'",
+            "DELETE FROM audit_items WHERE pk = 'AUDIT#s-1'",
+            "DELETE FROM audit_items",
+            "INSERT OR REPLACE INTO audit_items (pk, sk, version, body) VALUES ('AUDIT#s-1', 'B#00000000000000000000', 1, x'00')",
         ] {
             let err = conn.execute(sql, []).expect_err(sql);
             assert!(err.to_string().contains("append-only"), "{sql}: {err}");
@@ -335,23 +347,25 @@ async fn overwrite(place: &Place_, item: Option<Item>, key: &Key) {
         Kind::Sqlite => {
             let conn = rusqlite::Connection::open(place.dir.path().join("l.db")).unwrap();
             conn.execute_batch(
-                "DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete;",
+                "DROP TRIGGER IF EXISTS audit_items_no_update; \
+                 DROP TRIGGER IF EXISTS audit_items_no_delete;",
             )
             .unwrap();
-            match item {
+            let changed = match item {
                 Some(item) => conn
                     .execute(
-                        "UPDATE items SET body = ?3 WHERE pk = ?1 AND sk = ?2",
+                        "UPDATE audit_items SET body = ?3 WHERE pk = ?1 AND sk = ?2",
                         rusqlite::params![key.pk, key.sk, item.body],
                     )
                     .unwrap(),
                 None => conn
                     .execute(
-                        "DELETE FROM items WHERE pk = ?1 AND sk = ?2",
+                        "DELETE FROM audit_items WHERE pk = ?1 AND sk = ?2",
                         rusqlite::params![key.pk, key.sk],
                     )
                     .unwrap(),
             };
+            assert_eq!(changed, 1, "{key:?} is not in the file");
         }
         Kind::Dynamo => {
             use aws_sdk_dynamodb::types::AttributeValue;

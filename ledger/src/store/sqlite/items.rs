@@ -1,6 +1,7 @@
-//! The items table: the DynamoDB-shaped table that reads are answered from.
+//! The items table: the DynamoDB-shaped table that reads are answered from (with
+//! `audit_items` for the audit log's partitions).
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, TransactionBehavior, params};
 
 use super::overlay::Layer;
 use super::unavailable;
@@ -26,12 +27,129 @@ pub fn applied_seq(conn: &Connection) -> Result<u64, StoreError> {
     u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("applied_seq {seq}")))
 }
 
-/// Writes an item. An upsert, not `INSERT OR REPLACE`: a replace deletes the old row without
-/// firing delete triggers, which would slip past the audit log's (`schema`). Writing an item
-/// as it already is (a replay) changes nothing and fires nothing.
-const UPSERT: &str = "INSERT INTO items (pk, sk, version, body) VALUES (?1, ?2, ?3, ?4) \
-    ON CONFLICT (pk, sk) DO UPDATE SET version = excluded.version, body = excluded.body \
-    WHERE version IS NOT excluded.version OR body IS NOT excluded.body";
+/// The table that holds a partition's items: the audit log's partitions have one of their own,
+/// append-only (`schema::ITEMS_MIGRATIONS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Table {
+    Items,
+    Audit,
+}
+
+/// Statements of one table, each written out so that SQLite caches it prepared.
+macro_rules! statement {
+    ($table:expr, $items:literal, $audit:literal) => {
+        match $table {
+            Table::Items => $items,
+            Table::Audit => $audit,
+        }
+    };
+}
+
+impl Table {
+    fn of(pk: &str) -> Table {
+        if pk.starts_with(crate::layout::AUDIT_PREFIX) {
+            Table::Audit
+        } else {
+            Table::Items
+        }
+    }
+
+    /// Writes an item. An upsert, not `INSERT OR REPLACE`: a replace deletes the old row
+    /// without firing delete triggers, which would slip past the audit log's (`schema`).
+    /// Writing an item as it already is (a replay) changes nothing and fires nothing.
+    fn upsert(self) -> &'static str {
+        statement!(
+            self,
+            "INSERT INTO items (pk, sk, version, body) VALUES (?1, ?2, ?3, ?4) \
+            ON CONFLICT (pk, sk) DO UPDATE SET version = excluded.version, body = excluded.body \
+            WHERE version IS NOT excluded.version OR body IS NOT excluded.body",
+            "INSERT INTO audit_items (pk, sk, version, body) VALUES (?1, ?2, ?3, ?4) \
+            ON CONFLICT (pk, sk) DO UPDATE SET version = excluded.version, body = excluded.body \
+            WHERE version IS NOT excluded.version OR body IS NOT excluded.body"
+        )
+    }
+
+    fn delete(self) -> &'static str {
+        statement!(
+            self,
+            "DELETE FROM items WHERE pk = ?1 AND sk = ?2",
+            "DELETE FROM audit_items WHERE pk = ?1 AND sk = ?2"
+        )
+    }
+
+    fn get(self) -> &'static str {
+        statement!(
+            self,
+            "SELECT version, body FROM items WHERE pk = ?1 AND sk = ?2",
+            "SELECT version, body FROM audit_items WHERE pk = ?1 AND sk = ?2"
+        )
+    }
+
+    fn version(self) -> &'static str {
+        statement!(
+            self,
+            "SELECT version FROM items WHERE pk = ?1 AND sk = ?2",
+            "SELECT version FROM audit_items WHERE pk = ?1 AND sk = ?2"
+        )
+    }
+
+    fn scan(self, descending: bool) -> &'static str {
+        if descending {
+            statement!(
+                self,
+                "SELECT sk, version, body FROM items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 \
+                ORDER BY sk DESC LIMIT ?4",
+                "SELECT sk, version, body FROM audit_items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 \
+                ORDER BY sk DESC LIMIT ?4"
+            )
+        } else {
+            statement!(
+                self,
+                "SELECT sk, version, body FROM items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 \
+                ORDER BY sk ASC LIMIT ?4",
+                "SELECT sk, version, body FROM audit_items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 \
+                ORDER BY sk ASC LIMIT ?4"
+            )
+        }
+    }
+}
+
+/// One statement for each table, prepared when first needed.
+struct Statements<'c> {
+    conn: &'c Connection,
+    sql: fn(Table) -> &'static str,
+    items: Option<CachedStatement<'c>>,
+    audit: Option<CachedStatement<'c>>,
+}
+
+impl<'c> Statements<'c> {
+    fn new(conn: &'c Connection, sql: fn(Table) -> &'static str) -> Statements<'c> {
+        Statements {
+            conn,
+            sql,
+            items: None,
+            audit: None,
+        }
+    }
+
+    /// The statement for the table of partition `pk`.
+    fn of(&mut self, pk: &str) -> Result<&mut CachedStatement<'c>, StoreError> {
+        let table = Table::of(pk);
+        let slot = match table {
+            Table::Items => &mut self.items,
+            Table::Audit => &mut self.audit,
+        };
+        if slot.is_none() {
+            *slot = Some(
+                self.conn
+                    .prepare_cached((self.sql)(table))
+                    .map_err(unavailable)?,
+            );
+        }
+        slot.as_mut()
+            .ok_or_else(|| StoreError::Unavailable("statement not prepared".into()))
+    }
+}
 
 /// Writes a layer (latest value per key) and the journal position it reaches, in one
 /// transaction. Keys come sorted, so the b-tree is walked in order.
@@ -40,14 +158,15 @@ pub fn materialize(conn: &mut Connection, layer: &Layer, seq: u64) -> Result<(),
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(unavailable)?;
     {
-        let mut put = tx.prepare_cached(UPSERT).map_err(unavailable)?;
-        let mut delete = tx
-            .prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")
-            .map_err(unavailable)?;
+        let mut put = Statements::new(&tx, Table::upsert);
+        let mut delete = Statements::new(&tx, Table::delete);
         for (pk, sk, value) in layer.sorted() {
             match value {
-                Some(item) => put.execute(params![pk, sk, version_i64(item.version)?, item.body]),
-                None => delete.execute(params![pk, sk]),
+                Some(item) => {
+                    let version = version_i64(item.version)?;
+                    put.of(pk)?.execute(params![pk, sk, version, item.body])
+                }
+                None => delete.of(pk)?.execute(params![pk, sk]),
             }
             .map_err(unavailable)?;
         }
@@ -87,11 +206,12 @@ pub fn get_all(conn: &mut Connection, keys: &[&Key]) -> Result<Vec<Option<Item>>
     let tx = conn.transaction().map_err(unavailable)?;
     let mut out = Vec::with_capacity(keys.len());
     {
-        let mut stmt = tx
-            .prepare_cached("SELECT version, body FROM items WHERE pk = ?1 AND sk = ?2")
-            .map_err(unavailable)?;
+        let mut get = Statements::new(&tx, Table::get);
         for key in keys {
-            let mut rows = stmt.query(params![key.pk, key.sk]).map_err(unavailable)?;
+            let mut rows = get
+                .of(&key.pk)?
+                .query(params![key.pk, key.sk])
+                .map_err(unavailable)?;
             let item = match rows.next().map_err(unavailable)? {
                 Some(row) => Some(Item {
                     key: (*key).clone(),
@@ -112,11 +232,12 @@ pub fn versions(conn: &mut Connection, keys: &[&Key]) -> Result<Vec<Option<u64>>
     let tx = conn.transaction().map_err(unavailable)?;
     let mut out = Vec::with_capacity(keys.len());
     {
-        let mut stmt = tx
-            .prepare_cached("SELECT version FROM items WHERE pk = ?1 AND sk = ?2")
-            .map_err(unavailable)?;
+        let mut version = Statements::new(&tx, Table::version);
         for key in keys {
-            let mut rows = stmt.query(params![key.pk, key.sk]).map_err(unavailable)?;
+            let mut rows = version
+                .of(&key.pk)?
+                .query(params![key.pk, key.sk])
+                .map_err(unavailable)?;
             let version = match rows.next().map_err(unavailable)? {
                 Some(row) => Some(read_version(row.get(0).map_err(unavailable)?)?),
                 None => None,
@@ -149,13 +270,10 @@ pub fn scan(
     high: &str,
     fetch: usize,
 ) -> Result<Vec<Item>, StoreError> {
-    let sql = if q.descending {
-        "SELECT sk, version, body FROM items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 ORDER BY sk DESC LIMIT ?4"
-    } else {
-        "SELECT sk, version, body FROM items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 ORDER BY sk ASC LIMIT ?4"
-    };
     let fetch = i64::try_from(fetch).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+    let mut stmt = conn
+        .prepare_cached(Table::of(&q.pk).scan(q.descending))
+        .map_err(unavailable)?;
     let mut rows = stmt
         .query(params![q.pk, low, high, fetch])
         .map_err(unavailable)?;

@@ -605,6 +605,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    fn conditions_use_reads(&self) -> bool {
+        true
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.with_reader(|_, conn| {
             conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))

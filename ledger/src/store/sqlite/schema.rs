@@ -1,7 +1,8 @@
 //! The items file: its schema and connection settings.
 //!
-//! `items` is the DynamoDB-shaped table every read is answered from (the journal, which makes a
-//! write durable before it gets here, is a log of its own: `journal`). The file is in WAL mode
+//! `items` is the DynamoDB-shaped table every read is answered from, and `audit_items` its
+//! counterpart for the audit log's partitions (see [`ITEMS_MIGRATIONS`]); the journal, which
+//! makes a write durable before it gets here, is a log of its own (`journal`). The file is in WAL mode
 //! with `synchronous=FULL`, has a schema version (`PRAGMA user_version`), and a build refuses a
 //! file newer than it knows.
 
@@ -23,6 +24,13 @@ pub const SQLITE_CACHE_KIB: i64 = 64 * 1024;
 /// schema itself: triggers refuse to update or delete them, whoever asks. (`INSERT OR REPLACE`
 /// deletes without firing delete triggers unless `recursive_triggers` is on, which `configure`
 /// turns on; the materializer writes with an upsert, which fires the update trigger.)
+///
+/// 3: the audit log's items move to a table of their own, `audit_items`, whose triggers refuse
+/// every update and delete. `items` is `WITHOUT ROWID`: each row sits in the primary key's
+/// b-tree, interior pages included, and comparing a key with a row that spills to overflow
+/// pages reads the whole row. An audit block is kilobytes, so every seek that passed one read
+/// it, and finding where the next block goes read several. In `audit_items` (a rowid table) the
+/// key's index holds keys only, and a body is read when it is asked for.
 pub const ITEMS_MIGRATIONS: &[&str] = &[
     "CREATE TABLE items (
         pk TEXT NOT NULL,
@@ -38,6 +46,22 @@ pub const ITEMS_MIGRATIONS: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: no update'); END;
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON items
         WHEN substr(OLD.pk, 1, 5) = 'AUDIT'
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: no delete'); END",
+    "CREATE TABLE audit_items (
+        pk TEXT NOT NULL,
+        sk TEXT NOT NULL,
+        version INTEGER NOT NULL CHECK (version > 0),
+        body BLOB NOT NULL,
+        UNIQUE (pk, sk)
+    );
+    INSERT INTO audit_items (pk, sk, version, body)
+        SELECT pk, sk, version, body FROM items WHERE substr(pk, 1, 5) = 'AUDIT' ORDER BY pk, sk;
+    DROP TRIGGER audit_no_update;
+    DROP TRIGGER audit_no_delete;
+    DELETE FROM items WHERE substr(pk, 1, 5) = 'AUDIT';
+    CREATE TRIGGER audit_items_no_update BEFORE UPDATE ON audit_items
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: no update'); END;
+    CREATE TRIGGER audit_items_no_delete BEFORE DELETE ON audit_items
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: no delete'); END",
 ];
 
@@ -77,10 +101,10 @@ pub fn configure(conn: &Connection, role: Role) -> Result<(), StoreError> {
     }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(unavailable)?;
-    // The audit triggers make every write statement keep a statement journal (the pages it
-    // changed, to undo it alone if a trigger aborts it); in memory rather than a temporary
-    // file, so the materializer's upserts make no extra system calls. It holds one statement's
-    // pages at a time.
+    // The audit triggers make every write statement on their table keep a statement journal
+    // (the pages it changed, to undo it alone if a trigger aborts it); in memory rather than a
+    // temporary file, so the materializer's upserts make no extra system calls. It holds one
+    // statement's pages at a time.
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(unavailable)?;
     Ok(())

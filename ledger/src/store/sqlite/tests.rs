@@ -267,6 +267,74 @@ async fn schema_is_versioned_and_the_files_have_one_owner() {
     ));
 }
 
+#[tokio::test]
+async fn a_file_of_schema_2_moves_its_audit_items_to_their_own_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    {
+        // A file as schema version 2 left it: audit items in `items`, guarded by triggers.
+        let conn = Connection::open(&path).expect("raw");
+        migrate(&conn, &ITEMS_MIGRATIONS[..2], "items").expect("schema 2");
+        for (pk, sk) in [("AUDIT#w-1", "B#1"), ("AUDIT#w-1", "C#1"), ("AUDIT", "w-1")] {
+            conn.execute(
+                "INSERT INTO items (pk, sk, version, body) VALUES (?1, ?2, 1, ?3)",
+                rusqlite::params![pk, sk, format!("{pk}/{sk}").into_bytes()],
+            )
+            .expect("audit row");
+        }
+        conn.execute(
+            "INSERT INTO items (pk, sk, version, body) VALUES ('ACCT#1', 'H', 3, x'01')",
+            [],
+        )
+        .expect("ledger row");
+    }
+    let store = SqliteStore::open(&path).expect("open migrates");
+    for (pk, sk) in [("AUDIT#w-1", "B#1"), ("AUDIT#w-1", "C#1"), ("AUDIT", "w-1")] {
+        let item = store.get(Key::new(pk, sk)).await.expect("get");
+        assert_eq!(
+            item.map(|i| i.body),
+            Some(format!("{pk}/{sk}").into_bytes())
+        );
+    }
+    let page = store
+        .query(Query::prefix("AUDIT#w-1", "", 10))
+        .await
+        .expect("query");
+    let sks: Vec<&str> = page.items.iter().map(|i| i.key.sk.as_str()).collect();
+    assert_eq!(sks, ["B#1", "C#1"]);
+    assert_eq!(version(&store, "ACCT#1", "H").await, Some(3));
+    // A new audit item after the move lands beside the moved ones, and conditions see both.
+    let taken = store
+        .transact_write(vec![put("AUDIT#w-1", "B#1", 1, Condition::NotExists)])
+        .await;
+    assert!(
+        matches!(taken, Err(StoreError::ConditionFailed { index: 0 })),
+        "{taken:?}"
+    );
+    store
+        .transact_write(vec![put("AUDIT#w-1", "B#2", 1, Condition::NotExists)])
+        .await
+        .expect("next block");
+    drop(store);
+    let conn = Connection::open(&path).expect("raw");
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    assert_eq!(count("SELECT count(*) FROM audit_items"), 4);
+    assert_eq!(
+        count("SELECT count(*) FROM items WHERE substr(pk, 1, 5) = 'AUDIT'"),
+        0
+    );
+    assert_eq!(count("SELECT count(*) FROM items"), 1);
+    // The old triggers are gone; the new table's refuse any change.
+    assert_eq!(
+        count("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'items'"),
+        0
+    );
+    let err = conn
+        .execute("UPDATE audit_items SET version = 2", [])
+        .expect_err("append-only");
+    assert!(err.to_string().contains("append-only"), "{err}");
+}
+
 #[test]
 fn writers_set_full_synchronous_and_wal() {
     let dir = tempfile::tempdir().expect("tempdir");
