@@ -39,5 +39,5 @@ pub use export::{
 };
 pub use mask::{MaskStyle, contains_pan, identifier_holds_pan, luhn_valid, mask_pans, masked_pan};
 pub use merkle::{Frontier, Hash, InclusionProver, ProofError};
-pub use record::{Actor, Draft, Origin, Outcome, Record, Stamper};
+pub use record::{Actor, Completion, Draft, Origin, Outcome, Prepared, Record, Stamper};
 pub use verify::{Failure, Place, StreamSummary, StreamVerifier};

@@ -240,6 +240,163 @@ impl Stamper {
     }
 }
 
+/// The part of a record known before its writer commits it (who, what was asked, where from),
+/// stamped and encoded ahead, off the writer's serial path: [`Stamper::encode_prepared`] then
+/// only adds what the commit decided. The bytes are the same as stamping and encoding the
+/// whole [`Draft`] there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    /// `,"actor":{…},"action":"…","resources":[`.
+    head: String,
+    /// The resources before those the commit adds, each cleaned and encoded.
+    leading: Vec<String>,
+    /// The resources after them.
+    trailing: Vec<String>,
+    /// `],"outcome":` is the commit's; this is `,"origin":{…}}`.
+    origin: String,
+}
+
+/// What a commit decided about a [`Prepared`] record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// Resource ids of what the action made, `kind:id`: after the leading resources, before
+    /// the trailing ones.
+    pub made: Vec<String>,
+    /// Success or failure.
+    pub outcome: Outcome,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// What the actor stated, or a note of the writer's.
+    pub detail: Option<String>,
+}
+
+impl Prepared {
+    /// The known part of a record: `actor` did `action` to `leading` (and `trailing`, which
+    /// come after whatever the commit adds), asked through `origin`.
+    pub fn new(
+        actor: Actor,
+        action: &str,
+        leading: Vec<String>,
+        trailing: Vec<String>,
+        origin: Origin,
+    ) -> Prepared {
+        let field = |s: Option<String>| s.map(|s| bounded(s, FIELD_LEN_MAX));
+        let actor = Actor {
+            tenant: field(actor.tenant),
+            subject: field(actor.subject),
+            client_id: field(actor.client_id),
+            source_ip: field(actor.source_ip),
+        };
+        let origin = Origin {
+            request_id: field(origin.request_id),
+            trace_id: field(origin.trace_id),
+        };
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(b",\"actor\":");
+        json(&mut head, &actor);
+        head.extend_from_slice(b",\"action\":");
+        json(&mut head, &bounded(action.to_owned(), FIELD_LEN_MAX));
+        head.extend_from_slice(b",\"resources\":[");
+        let mut end = Vec::with_capacity(96);
+        end.extend_from_slice(b",\"origin\":");
+        json(&mut end, &origin);
+        end.push(b'}');
+        Prepared {
+            head: utf8(head),
+            leading: leading.into_iter().map(resource_json).collect(),
+            trailing: trailing.into_iter().map(resource_json).collect(),
+            origin: utf8(end),
+        }
+    }
+}
+
+/// Compact JSON of a value that cannot fail to serialize (strings, numbers, options, plain
+/// structs).
+fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(out, value);
+}
+
+/// A resource id cleaned as stamping cleans it, encoded.
+fn resource_json(id: String) -> String {
+    let mut out = Vec::with_capacity(id.len() + 2);
+    json(&mut out, &resource_id(id));
+    utf8(out)
+}
+
+/// JSON text is UTF-8: `serde_json` writes nothing else.
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+impl Stamper {
+    /// The encoded record of `prepared` completed by `completion` at `seq`: the same bytes as
+    /// [`Record::encode`] of the stamped draft, resources past [`RESOURCES_MAX`] cut the same
+    /// way.
+    pub fn encode_prepared(
+        &self,
+        prepared: &Prepared,
+        completion: Completion,
+        seq: u64,
+    ) -> Vec<u8> {
+        let made: Vec<String> = completion.made.into_iter().map(resource_json).collect();
+        let resources = || {
+            prepared
+                .leading
+                .iter()
+                .chain(made.iter())
+                .chain(prepared.trailing.iter())
+        };
+        let count = prepared.leading.len() + made.len() + prepared.trailing.len();
+        let resource_bytes: usize = resources().map(|r| r.len() + 1).sum();
+        let mut out = Vec::with_capacity(
+            96 + self.stream.len()
+                + self.time.len()
+                + prepared.head.len()
+                + resource_bytes
+                + prepared.origin.len(),
+        );
+        out.extend_from_slice(b"{\"v\":");
+        json(&mut out, &SCHEMA_VERSION);
+        out.extend_from_slice(b",\"stream\":");
+        json(&mut out, &self.stream);
+        out.extend_from_slice(b",\"seq\":");
+        json(&mut out, &seq);
+        out.extend_from_slice(b",\"time\":");
+        json(&mut out, &self.time);
+        out.extend_from_slice(prepared.head.as_bytes());
+        // As `stamp` cuts: past the bound, the first RESOURCES_MAX - 1 and how many more.
+        let kept = if count > RESOURCES_MAX {
+            RESOURCES_MAX - 1
+        } else {
+            count
+        };
+        for (i, resource) in resources().take(kept).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(resource.as_bytes());
+        }
+        if kept < count {
+            out.push(b',');
+            json(&mut out, &format!("…+{} more", count - kept));
+        }
+        out.extend_from_slice(b"],\"outcome\":");
+        json(&mut out, &completion.outcome);
+        out.extend_from_slice(b",\"reason\":");
+        json(
+            &mut out,
+            &completion.reason.map(|r| bounded(r, REASON_LEN_MAX)),
+        );
+        out.extend_from_slice(b",\"detail\":");
+        json(
+            &mut out,
+            &completion.detail.map(|d| bounded(d, DETAIL_LEN_MAX)),
+        );
+        out.extend_from_slice(prepared.origin.as_bytes());
+        out
+    }
+}
+
 impl Record {
     /// The record of `draft` at `seq` of `stream`, made at `time_us` (microseconds since the
     /// Unix epoch): text masked ([`crate::mask_pans`]) and cut to its bounds.
@@ -358,6 +515,7 @@ pub fn parse_time(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn draft() -> Draft {
         Draft::success(
@@ -430,5 +588,165 @@ mod tests {
         let v2 = text.replacen("\"v\":1", "\"v\":2", 1);
         assert!(Record::decode(v2.as_bytes()).is_err());
         assert!(Record::decode(b"not json").is_err());
+    }
+
+    /// Text of every kind a field may be given: quotes, backslashes, control characters,
+    /// multi-byte characters, card numbers, and lengths past every bound.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ -~]{0,40}",
+            "\\PC{0,40}",
+            "[\"\\\\\u{0}-\u{1f}\u{7f}é€😀a]{0,40}",
+            Just("card 4111 1111 1111 1111 and 5500-0000-0000-0004".to_owned()),
+            "[a-z€]{250,300}",
+            "[0-9 ]{1100,1200}",
+        ]
+    }
+
+    fn opt_text() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(text())
+    }
+
+    fn ids(max: usize) -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec(prop_oneof!["[a-z]{1,8}:[0-9A-Z]{26}", text()], 0..max)
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        actor: Actor,
+        origin: Origin,
+        action: String,
+        leading: Vec<String>,
+        made: Vec<String>,
+        trailing: Vec<String>,
+        outcome: Outcome,
+        reason: Option<String>,
+        detail: Option<String>,
+        seq: u64,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (
+            (opt_text(), opt_text(), opt_text(), opt_text()),
+            (opt_text(), opt_text(), text()),
+            (ids(4), ids(4), ids(3)),
+            (any::<bool>(), opt_text(), opt_text(), any::<u64>()),
+        )
+            .prop_map(
+                |(
+                    (tenant, subject, client_id, source_ip),
+                    (request_id, trace_id, action),
+                    (leading, made, trailing),
+                    (success, reason, detail, seq),
+                )| Case {
+                    actor: Actor {
+                        tenant,
+                        subject,
+                        client_id,
+                        source_ip,
+                    },
+                    origin: Origin {
+                        request_id,
+                        trace_id,
+                    },
+                    action,
+                    leading,
+                    made,
+                    trailing,
+                    outcome: if success {
+                        Outcome::Success
+                    } else {
+                        Outcome::Failure
+                    },
+                    reason,
+                    detail,
+                    seq,
+                },
+            )
+    }
+
+    /// The prepared record's bytes, and the stamped draft's.
+    fn both(c: Case, stream: &str, time_us: i64) -> (Vec<u8>, Vec<u8>) {
+        let stamper = Stamper::new(stream, time_us);
+        let prepared = Prepared::new(
+            c.actor.clone(),
+            &c.action,
+            c.leading.clone(),
+            c.trailing.clone(),
+            c.origin.clone(),
+        );
+        let fast = stamper.encode_prepared(
+            &prepared,
+            Completion {
+                made: c.made.clone(),
+                outcome: c.outcome,
+                reason: c.reason.clone(),
+                detail: c.detail.clone(),
+            },
+            c.seq,
+        );
+        let mut resources = c.leading;
+        resources.extend(c.made);
+        resources.extend(c.trailing);
+        let draft = Draft {
+            actor: c.actor,
+            action: c.action,
+            resources,
+            outcome: c.outcome,
+            reason: c.reason,
+            detail: c.detail,
+            origin: c.origin,
+        };
+        (fast, stamper.stamp(draft, c.seq).encode())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn a_prepared_record_encodes_to_the_bytes_of_the_stamped_draft(
+            c in case(),
+            stream in text(),
+            time_us in -62_135_596_800_000_000i64..253_402_300_799_999_999,
+        ) {
+            let (fast, slow) = both(c, &stream, time_us);
+            prop_assert_eq!(fast, slow);
+        }
+    }
+
+    #[test]
+    fn a_prepared_record_past_the_resource_bound_is_cut_as_stamping_cuts() {
+        let case = |made: usize| Case {
+            actor: Actor::default(),
+            origin: Origin::default(),
+            action: "transfer.batch".into(),
+            leading: vec!["account:a".into()],
+            made: (0..made).map(|i| format!("transfer:{i}")).collect(),
+            trailing: vec!["idempotency-key:k".into()],
+            outcome: Outcome::Success,
+            reason: None,
+            detail: Some("replay".into()),
+            seq: 9,
+        };
+        for made in [
+            RESOURCES_MAX - 3,
+            RESOURCES_MAX - 2,
+            RESOURCES_MAX - 1,
+            RESOURCES_MAX,
+            2000,
+        ] {
+            let (fast, slow) = both(case(made), "w1", 0);
+            assert_eq!(fast, slow, "{made} made");
+        }
+        let (fast, _) = both(case(RESOURCES_MAX - 1), "w1", 0);
+        assert!(String::from_utf8(fast).expect("utf-8").contains("…+2 more"));
+        // No resources at all, and only trailing ones.
+        let mut c = case(0);
+        c.leading.clear();
+        let (fast, slow) = both(c.clone(), "w1", 0);
+        assert_eq!(fast, slow);
+        c.trailing.clear();
+        let (fast, slow) = both(c, "w1", 0);
+        assert_eq!(fast, slow);
     }
 }

@@ -304,6 +304,9 @@ pub(crate) struct Command {
     pub op: Op,
     /// The request's audit context, if it came from one (`audit_log::scope`).
     pub scope: Option<crate::audit_log::AuditScope>,
+    /// Its record's known part, encoded on the request's task (`audit_log::prepare`); `None`
+    /// with the audit log off.
+    pub prepared: Option<Box<audit::Prepared>>,
 }
 
 impl Command {

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::audit_log::stream::Entry;
 use crate::command::{Command, Committed, ItemBudget, Outcome};
 use crate::error::{Error, Rejection};
 use crate::ids::IdGen;
@@ -345,8 +346,8 @@ impl Committer {
             let ledger_ops = ops.len();
             let mut built = self.audit.as_ref().map(|stream| {
                 let records = order.iter().map(|slot| match *slot {
-                    Slot::Command(i) => crate::audit_log::command_draft(&commands[i], &results[i]),
-                    Slot::Append(i) => drafts[i].clone(),
+                    Slot::Command(i) => crate::audit_log::command_entry(&commands[i], &results[i]),
+                    Slot::Append(i) => Entry::Draft(drafts[i].clone()),
                 });
                 stream.build(records, now)
             });

@@ -370,12 +370,17 @@ impl Ledger {
         op: Op,
     ) -> Result<Committed<Outcome>> {
         let (reply, answer) = oneshot::channel();
-        let cmd = Command {
+        let mut cmd = Command {
             tenant: tenant.clone(),
             key,
             op,
             scope: crate::audit_log::current(),
+            prepared: None,
         };
+        if self.inner.audit.is_some() {
+            // Here, on the request's task, rather than on the committer's serial path.
+            cmd.prepared = Some(Box::new(crate::audit_log::prepare(&cmd)));
+        }
         self.inner
             .tx
             .try_send(Message::Execute(cmd, reply))

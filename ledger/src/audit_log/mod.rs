@@ -124,70 +124,135 @@ pub(crate) fn resources_max(op: &Op) -> usize {
 
 /// The record of a command and what it produced.
 pub(crate) fn command_draft(cmd: &Command, result: &Reply) -> Draft {
+    let (actor, origin) = who(cmd);
+    let action = action(&cmd.op);
+    let completion = completion(cmd, result);
+    let mut resources = named(&cmd.op);
+    resources.extend(completion.made);
+    resources.extend(trailing(cmd));
+    Draft {
+        actor,
+        action: action.to_owned(),
+        resources,
+        outcome: completion.outcome,
+        reason: completion.reason,
+        detail: completion.detail,
+        origin,
+    }
+}
+
+/// The part of a command's record known before it is executed, stamped and encoded on the
+/// request's task rather than by the committer (`audit::Prepared`).
+pub(crate) fn prepare(cmd: &Command) -> audit::Prepared {
+    let (actor, origin) = who(cmd);
+    audit::Prepared::new(
+        actor,
+        action(&cmd.op),
+        named(&cmd.op),
+        trailing(cmd),
+        origin,
+    )
+}
+
+/// What the committer writes for a command: its prepared record completed, or the whole
+/// draft of one that was not prepared.
+pub(crate) fn command_entry<'a>(cmd: &'a Command, result: &Reply) -> stream::Entry<'a> {
+    match &cmd.prepared {
+        Some(prepared) => stream::Entry::Prepared(prepared, completion(cmd, result)),
+        None => stream::Entry::Draft(command_draft(cmd, result)),
+    }
+}
+
+/// Who acted, and through which request. The command's tenant is the one its writes are
+/// under, whatever the scope says.
+fn who(cmd: &Command) -> (Actor, Origin) {
     let (actor, origin) = match &cmd.scope {
         Some(scope) => (scope.actor(), scope.origin()),
         None => (Actor::default(), Origin::default()),
     };
-    // The command's tenant is the one its writes are under, whatever the scope says.
     let actor = Actor {
         tenant: Some(cmd.tenant.to_string()),
         ..actor
     };
-    let action = action(&cmd.op);
-    let mut draft = match result {
-        Ok(_) => Draft::success(action, actor, origin),
-        Err(e) => Draft::failure(action, actor, origin, e.to_string()),
-    };
-    // What the request named.
-    match &cmd.op {
-        Op::SetStatus { account, .. } => draft = draft.resource("account", account),
+    (actor, origin)
+}
+
+/// What the request named, first among the record's resources.
+fn named(op: &Op) -> Vec<String> {
+    match op {
+        Op::SetStatus { account, .. } => vec![format!("account:{account}")],
         Op::Post { transfer, .. }
         | Op::Void { transfer }
         | Op::Reverse { transfer, .. }
-        | Op::ExpireHold { transfer } => draft = draft.resource("transfer", transfer),
-        Op::DeleteCard { card } => draft = draft.resource("card", card),
-        Op::Transfer(t) => {
-            for leg in t.legs() {
-                draft = draft.resource("account", leg.account);
+        | Op::ExpireHold { transfer } => vec![format!("transfer:{transfer}")],
+        Op::DeleteCard { card } => vec![format!("card:{card}")],
+        Op::Transfer(t) => t
+            .legs()
+            .iter()
+            .map(|leg| format!("account:{}", leg.account))
+            .collect(),
+        Op::CreateAccount(_) | Op::Batch { .. } | Op::CreateCard { .. } => Vec::new(),
+    }
+}
+
+/// The idempotency key, last among the record's resources.
+fn trailing(cmd: &Command) -> Vec<String> {
+    cmd.key
+        .iter()
+        .map(|key| format!("idempotency-key:{}", key.as_str()))
+        .collect()
+}
+
+/// What the command made, its outcome, and a note when it was answered from an earlier
+/// request.
+fn completion(cmd: &Command, result: &Reply) -> audit::Completion {
+    let mut made = Vec::new();
+    let committed = match result {
+        Ok(committed) => committed,
+        Err(e) => {
+            return audit::Completion {
+                made,
+                outcome: audit::Outcome::Failure,
+                reason: Some(e.to_string()),
+                detail: None,
+            };
+        }
+    };
+    match &committed.value {
+        Outcome::Account(a) => {
+            if matches!(cmd.op, Op::CreateAccount(_)) {
+                made.push(format!("account:{}", a.id));
             }
         }
-        Op::CreateAccount(_) | Op::Batch { .. } | Op::CreateCard { .. } => {}
-    }
-    // What it made.
-    if let Ok(committed) = result {
-        match &committed.value {
-            Outcome::Account(a) => {
-                if matches!(cmd.op, Op::CreateAccount(_)) {
-                    draft = draft.resource("account", a.id);
-                }
+        Outcome::Transfer(t) => {
+            if !matches!(
+                cmd.op,
+                Op::Post { .. } | Op::Void { .. } | Op::ExpireHold { .. }
+            ) {
+                made.push(format!("transfer:{}", t.id));
             }
-            Outcome::Transfer(t) => {
-                if !matches!(
-                    cmd.op,
-                    Op::Post { .. } | Op::Void { .. } | Op::ExpireHold { .. }
-                ) {
-                    draft = draft.resource("transfer", t.id);
-                }
-            }
-            Outcome::Batch(results) => {
-                for t in results.iter().flatten() {
-                    draft = draft.resource("transfer", t.id);
-                }
-            }
-            Outcome::Card(c) => {
-                if matches!(cmd.op, Op::CreateCard { .. }) {
-                    draft = draft.resource("card", c.id);
-                }
-            }
-            Outcome::Nothing => {}
         }
-        if committed.replayed {
-            draft =
-                draft.detail("replay: answered from the first request with this Idempotency-Key");
+        Outcome::Batch(results) => {
+            made.extend(
+                results
+                    .iter()
+                    .flatten()
+                    .map(|t| format!("transfer:{}", t.id)),
+            );
         }
+        Outcome::Card(c) => {
+            if matches!(cmd.op, Op::CreateCard { .. }) {
+                made.push(format!("card:{}", c.id));
+            }
+        }
+        Outcome::Nothing => {}
     }
-    if let Some(key) = &cmd.key {
-        draft = draft.resource("idempotency-key", key.as_str());
+    audit::Completion {
+        made,
+        outcome: audit::Outcome::Success,
+        reason: None,
+        detail: committed.replayed.then(|| {
+            "replay: answered from the first request with this Idempotency-Key".to_owned()
+        }),
     }
-    draft
 }

@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 
 use audit::merkle::{Frontier, Hash, leaf_hash};
-use audit::{Draft, Stamper};
+use audit::{Completion, Draft, Prepared, Stamper};
 use serde::{Deserialize, Serialize};
 
 use super::block::{self, Block, Stored};
@@ -93,6 +93,15 @@ impl Shared {
     }
 }
 
+/// A record on its way into a batch.
+#[derive(Debug)]
+pub(crate) enum Entry<'a> {
+    /// Stamped and encoded whole by the committer.
+    Draft(Draft),
+    /// Its known part encoded ahead (`audit::Prepared`), completed by the commit.
+    Prepared(&'a Prepared, Completion),
+}
+
 /// The records of one batch, made but not yet committed.
 #[derive(Debug)]
 pub(crate) struct Built {
@@ -142,14 +151,19 @@ impl StreamWriter {
         keys
     }
 
-    /// The records of `drafts`, numbered from the next sequence, made at `now`.
-    pub fn build(&self, drafts: impl Iterator<Item = Draft>, now: Timestamp) -> Built {
+    /// The records of `entries`, numbered from the next sequence, made at `now`.
+    pub fn build<'a>(&self, entries: impl Iterator<Item = Entry<'a>>, now: Timestamp) -> Built {
         let mut stored = Vec::new();
         let mut leaves = Vec::new();
         let stamper = Stamper::new(&self.stream, now.micros());
-        for (i, draft) in drafts.enumerate() {
-            let record = stamper.stamp(draft, self.next_seq() + i as u64);
-            let bytes = record.encode();
+        for (i, entry) in entries.enumerate() {
+            let seq = self.next_seq() + i as u64;
+            let bytes = match entry {
+                Entry::Draft(draft) => stamper.stamp(draft, seq).encode(),
+                Entry::Prepared(prepared, completion) => {
+                    stamper.encode_prepared(prepared, completion, seq)
+                }
+            };
             let leaf = leaf_hash(&bytes);
             leaves.push(leaf);
             stored.push(Stored {

@@ -193,13 +193,28 @@ async fn records_commit_with_their_commands(kind: Kind) {
     let seqs: Vec<u64> = page.records.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
     assert_eq!(page.records[3].outcome, audit::Outcome::Success);
-    assert!(
-        page.records[3]
-            .resources
-            .iter()
-            .any(|r| r.starts_with("transfer:"))
-    );
+    // What each request named, then what it made, then its idempotency key.
+    let resources = |i: usize| page.records[i].resources.clone();
+    let (a, b) = (resources(1)[0].clone(), resources(2)[0].clone());
+    assert!(a.starts_with("account:acct_"), "{a}");
+    assert_eq!(resources(1), [a.clone(), "idempotency-key:a".to_owned()]);
+    assert_eq!(resources(2), [b.clone(), "idempotency-key:b".to_owned()]);
+    let transfer = resources(3);
+    assert_eq!(transfer.len(), 4, "{transfer:?}");
+    assert_eq!(transfer[..2], [a.clone(), b]);
+    assert!(transfer[2].starts_with("transfer:xfer_"), "{transfer:?}");
+    assert_eq!(transfer[3], "idempotency-key:t");
     assert_eq!(page.records[4].outcome, audit::Outcome::Failure);
+    assert_eq!(
+        resources(4),
+        [
+            a,
+            format!("account:{}", crate::unknown_account()),
+            "idempotency-key:t2".to_owned()
+        ]
+    );
+    assert!(page.records[4].reason.is_some());
+    assert_eq!(page.records[3].reason, None);
     assert_eq!(page.records[1].actor.tenant.as_deref(), Some("acme"));
     ledger.shutdown().await;
     let streams = verify(&place, &signer).await;
