@@ -329,6 +329,8 @@ impl Committer {
     /// Reads, plans and writes a batch with the audit records of its commands and of
     /// `drafts`, planning again (a bounded number of times, with jittered backoff) when another
     /// writer got in between. Returns the results and the sequence of the batch's first record.
+    /// The stream's head includes the batch's records before any of its requests is answered,
+    /// so a checkpoint signed once a write is acknowledged covers the write's record.
     async fn execute(
         &mut self,
         commands: &[Command],
@@ -355,14 +357,15 @@ impl Committer {
             if let Some(built) = &mut built {
                 ops.append(&mut built.ops);
             }
+            let leaves = built.map(|b| b.leaves).unwrap_or_default();
             if ops.is_empty() {
                 return Ok((results, first_seq));
             }
             match self.store.transact_write(ops).await {
                 Ok(()) => {
                     self.stats.send_modify(|s| s.transactions += 1);
-                    if let (Some(stream), Some(built)) = (&mut self.audit, built) {
-                        stream.committed(built);
+                    if let Some(stream) = &mut self.audit {
+                        stream.committed(leaves);
                     }
                     return Ok((results, first_seq));
                 }

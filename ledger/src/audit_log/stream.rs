@@ -45,7 +45,9 @@ pub struct Head {
 pub struct Shared {
     /// The stream's name.
     pub stream: Arc<str>,
-    head: Mutex<Head>,
+    /// The tree as of the last commit; its root is computed when asked for, not at every
+    /// commit.
+    tree: Mutex<Frontier>,
     /// Wakes the checkpointer when `checkpoint_records` records wait for a checkpoint.
     pub due: tokio::sync::Notify,
     /// Records after the last checkpoint that make one due.
@@ -59,10 +61,7 @@ impl Shared {
     pub fn new(stream: Arc<str>, checkpoint_records: u64) -> Shared {
         Shared {
             stream,
-            head: Mutex::new(Head {
-                size: 0,
-                root: audit::merkle::empty_root(),
-            }),
+            tree: Mutex::new(Frontier::new()),
             due: tokio::sync::Notify::new(),
             checkpoint_records: checkpoint_records.max(1),
             checkpointed: Mutex::new(0),
@@ -71,7 +70,11 @@ impl Shared {
 
     /// The tree as of the last commit.
     pub fn head(&self) -> Head {
-        *self.head.lock().unwrap_or_else(|p| p.into_inner())
+        let tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        Head {
+            size: tree.size(),
+            root: tree.root(),
+        }
     }
 
     /// The size of the last checkpoint written.
@@ -85,9 +88,12 @@ impl Shared {
         *c = (*c).max(size);
     }
 
-    fn moved(&self, head: Head) {
-        *self.head.lock().unwrap_or_else(|p| p.into_inner()) = head;
-        if head.size.saturating_sub(self.checkpointed()) >= self.checkpoint_records {
+    fn moved(&self, tree: &Frontier) {
+        self.tree
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone_from(tree);
+        if tree.size().saturating_sub(self.checkpointed()) >= self.checkpoint_records {
             self.due.notify_one();
         }
     }
@@ -107,7 +113,8 @@ pub(crate) enum Entry<'a> {
 pub(crate) struct Built {
     /// The block puts (and the registry row, for a stream's first batch).
     pub ops: Vec<WriteOp>,
-    leaves: Vec<Hash>,
+    /// The records' leaf hashes, for [`StreamWriter::committed`].
+    pub leaves: Vec<Hash>,
 }
 
 /// The committer's stream.
@@ -189,18 +196,15 @@ impl StreamWriter {
         Built { ops, leaves }
     }
 
-    /// The batch of `built` committed.
-    pub fn committed(&mut self, built: Built) {
-        if built.leaves.is_empty() {
+    /// The batch whose records have `leaves` committed.
+    pub fn committed(&mut self, leaves: Vec<Hash>) {
+        if leaves.is_empty() {
             return;
         }
-        for leaf in built.leaves {
+        for leaf in leaves {
             self.frontier.push(leaf);
         }
-        self.shared.moved(Head {
-            size: self.frontier.size(),
-            root: self.frontier.root(),
-        });
+        self.shared.moved(&self.frontier);
     }
 
     /// Adopts whatever blocks the store holds past the last known record: those of a
@@ -231,10 +235,7 @@ impl StreamWriter {
             }
         }
         if self.next_seq() > 0 {
-            self.shared.moved(Head {
-                size: self.frontier.size(),
-                root: self.frontier.root(),
-            });
+            self.shared.moved(&self.frontier);
         }
         self.uncertain = false;
         Ok(())
