@@ -94,22 +94,22 @@ impl Table {
     }
 
     fn scan(self, descending: bool) -> &'static str {
-        if descending {
-            statement!(
-                self,
-                "SELECT sk, version, body FROM items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 \
-                ORDER BY sk DESC LIMIT ?4",
-                "SELECT sk, version, body FROM audit_items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 \
-                ORDER BY sk DESC LIMIT ?4"
-            )
-        } else {
-            statement!(
-                self,
-                "SELECT sk, version, body FROM items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 \
-                ORDER BY sk ASC LIMIT ?4",
-                "SELECT sk, version, body FROM audit_items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 \
-                ORDER BY sk ASC LIMIT ?4"
-            )
+        macro_rules! scan {
+            ($table:literal, $order:literal) => {
+                concat!(
+                    "SELECT sk, version, body FROM ",
+                    $table,
+                    " WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 ORDER BY sk ",
+                    $order,
+                    " LIMIT ?4"
+                )
+            };
+        }
+        match (self, descending) {
+            (Table::Items, false) => scan!("items", "ASC"),
+            (Table::Items, true) => scan!("items", "DESC"),
+            (Table::Audit, false) => scan!("audit_items", "ASC"),
+            (Table::Audit, true) => scan!("audit_items", "DESC"),
         }
     }
 }
