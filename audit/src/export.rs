@@ -485,12 +485,9 @@ fn verify_stream(
     });
     let mut verifier = StreamVerifier::new(name, keys);
     let checkpoints_name = checkpoints_file(name);
-    let file = match open_stream_file(dir, &checkpoints_name, name)? {
-        Ok(file) => file,
-        Err(failure) => return Ok(Err(failure)),
-    };
-    let path = dir.join(&checkpoints_name);
-    if let Err(failure) = read_checkpoints(file, &path, &checkpoints_name, &mut verifier)? {
+    if let Err(failure) = for_each_checkpoint(dir, &checkpoints_name, name, &mut |signed| {
+        verifier.add_checkpoint(&signed)
+    })? {
         return Ok(Err(failure));
     }
     let records_name = records_file(name);
@@ -502,46 +499,6 @@ fn verify_stream(
     let file_len = file.metadata().map_err(io_error(&path))?.len();
     read_records(file, file_len, &mut verifier, progress).map_err(io_error(&path))?;
     Ok(verifier.finish())
-}
-
-/// Gives the verifier every checkpoint of the file; a line that is not one is the stream's
-/// failure.
-fn read_checkpoints(
-    file: File,
-    path: &Path,
-    file_name: &str,
-    verifier: &mut StreamVerifier,
-) -> Result<Result<(), Failure>, ExportError> {
-    let mut reader = BufReader::new(file);
-    let mut line = Vec::new();
-    let line_max = CHECKPOINT_JSON_LEN_MAX + 1;
-    for number in 1u64.. {
-        line.clear();
-        let read = (&mut reader)
-            .take(line_max as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(io_error(path))?;
-        if read == 0 {
-            break;
-        }
-        let failure = |problem: String| Failure {
-            stream: verifier.stream().to_owned(),
-            place: Place::Stream,
-            problem: format!("line {number} of {file_name}: {problem}"),
-        };
-        if line.len() > line_max {
-            return Ok(Err(failure(format!("longer than {line_max} bytes"))));
-        }
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let signed = match SignedCheckpoint::decode(text) {
-            Ok(signed) => signed,
-            Err(e) => return Ok(Err(failure(e.to_string()))),
-        };
-        if let Err(failure) = verifier.add_checkpoint(&signed) {
-            return Ok(Err(failure));
-        }
-    }
-    Ok(Ok(()))
 }
 
 /// A block of whole lines for a worker, numbered in file order.
