@@ -132,6 +132,32 @@ pub fn message(checkpoint: &Checkpoint, key_id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A record's inclusion proof: the record, its leaf, the audit path to the root of a tree of
+/// its stream, and the signed checkpoint of that tree. From the store
+/// (`ledger`'s `audit_inclusion`) or from an export ([`crate::export::prove`], which always
+/// finds the checkpoint and has checked it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordProof {
+    /// The stream.
+    pub stream: String,
+    /// The record's sequence (leaf index).
+    pub seq: u64,
+    /// The record's exact stored bytes.
+    pub record: Vec<u8>,
+    /// Its leaf hash ([`crate::merkle::leaf_hash`] of `record`).
+    pub leaf: Hash,
+    /// The size of the tree proven against.
+    pub tree_size: u64,
+    /// That tree's root.
+    pub root: Hash,
+    /// The audit path, deepest hash first (RFC 9162 section 2.1.3,
+    /// [`crate::merkle::inclusion_proof`]'s order).
+    pub proof: Vec<Hash>,
+    /// The signed checkpoint of that tree (the first, when several were signed at its size);
+    /// `None` when none was signed at its size.
+    pub checkpoint: Option<SignedCheckpoint>,
+}
+
 /// A checkpoint with its signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedCheckpoint {

@@ -49,7 +49,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{CHECKPOINT_JSON_LEN_MAX, PublicKeys, SignedCheckpoint, parse_hash_bytes};
+use crate::checkpoint::{
+    CHECKPOINT_JSON_LEN_MAX, PublicKeys, RecordProof, SignedCheckpoint, parse_hash_bytes,
+};
 use crate::merkle::{Hash, InclusionProver, ProofError};
 use crate::record::{RESOURCES_MAX, format_time, record_bytes_max};
 use crate::verify::{Failure, Place, Prepared, StreamSummary, StreamVerifier};
@@ -784,30 +786,6 @@ fn prepare_line(stream: &str, line: &[u8]) -> Prepared {
     }
 }
 
-/// A record's inclusion proof against a signed checkpoint, read from an export by [`prove`]
-/// and checked: the proof leads from the record's leaf to the root, which is the
-/// checkpoint's, whose signature verified.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExportProof {
-    /// The stream.
-    pub stream: String,
-    /// The record's sequence number.
-    pub seq: u64,
-    /// The record's exact bytes in the export.
-    pub record: Vec<u8>,
-    /// Its leaf hash ([`crate::merkle::leaf_hash`] of `record`).
-    pub leaf: Hash,
-    /// The size of the tree proven against: the checkpoint's.
-    pub tree_size: u64,
-    /// The tree's root: the checkpoint's.
-    pub root: Hash,
-    /// The audit path, deepest hash first ([`crate::merkle::inclusion_proof`]'s order).
-    pub proof: Vec<Hash>,
-    /// The signed checkpoint of the tree (the first in the file, when several were signed at
-    /// its size).
-    pub checkpoint: SignedCheckpoint,
-}
-
 /// Why [`prove`] gave no proof.
 #[derive(Debug, thiserror::Error)]
 pub enum ProveError {
@@ -899,7 +877,7 @@ pub fn prove(
     seq: u64,
     tree_size: Option<u64>,
     keys: &PublicKeys,
-) -> Result<ExportProof, ProveError> {
+) -> Result<RecordProof, ProveError> {
     let manifest = read_manifest(dir)?;
     if !manifest.streams.iter().any(|s| s == stream) {
         return Err(ProveError::NoStream {
@@ -1026,7 +1004,7 @@ pub fn prove(
             problem: e.to_string(),
         })
     })?;
-    Ok(ExportProof {
+    Ok(RecordProof {
         stream: stream.to_owned(),
         seq,
         record,
@@ -1034,7 +1012,7 @@ pub fn prove(
         tree_size: size,
         root,
         proof,
-        checkpoint,
+        checkpoint: Some(checkpoint),
     })
 }
 

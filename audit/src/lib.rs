@@ -31,13 +31,13 @@ pub mod verify;
 
 pub use checkpoint::{
     Algorithm, Checkpoint, CheckpointError, KeyFileError, LocalSigner, PublicKey, PublicKeys,
-    SignedCheckpoint,
+    RecordProof, SignedCheckpoint,
 };
 pub use export::{
-    ExportError, ExportProof, ExportWriter, Progress, ProveError, Report, prove, valid_stream_name,
+    ExportError, ExportWriter, Progress, ProveError, Report, prove, valid_stream_name,
     verify_export,
 };
 pub use mask::{MaskStyle, contains_pan, identifier_holds_pan, luhn_valid, mask_pans, masked_pan};
 pub use merkle::{Frontier, Hash, InclusionProver, ProofError};
-pub use record::{Actor, Completion, Draft, Origin, Outcome, Prepared, Record, Stamper};
+pub use record::{Actor, Completion, Draft, Origin, Outcome, PreparedRecord, Record, Stamper};
 pub use verify::{Failure, Place, StreamSummary, StreamVerifier};

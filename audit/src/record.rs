@@ -245,7 +245,7 @@ impl Stamper {
 /// only adds what the commit decided. The bytes are the same as stamping and encoding the
 /// whole [`Draft`] there.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Prepared {
+pub struct PreparedRecord {
     /// `,"actor":{…},"action":"…","resources":[`.
     head: String,
     /// The resources before those the commit adds, each cleaned and encoded.
@@ -256,7 +256,7 @@ pub struct Prepared {
     origin: String,
 }
 
-/// What a commit decided about a [`Prepared`] record.
+/// What a commit decided about a [`PreparedRecord`] record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completion {
     /// Resource ids of what the action made, `kind:id`: after the leading resources, before
@@ -270,7 +270,7 @@ pub struct Completion {
     pub detail: Option<String>,
 }
 
-impl Prepared {
+impl PreparedRecord {
     /// The known part of a record: `actor` did `action` to `leading` (and `trailing`, which
     /// come after whatever the commit adds), asked through `origin`.
     pub fn new(
@@ -279,7 +279,7 @@ impl Prepared {
         leading: Vec<String>,
         trailing: Vec<String>,
         origin: Origin,
-    ) -> Prepared {
+    ) -> PreparedRecord {
         let field = |s: Option<String>| s.map(|s| bounded(s, FIELD_LEN_MAX));
         let actor = Actor {
             tenant: field(actor.tenant),
@@ -301,7 +301,7 @@ impl Prepared {
         end.extend_from_slice(b",\"origin\":");
         json(&mut end, &origin);
         end.push(b'}');
-        Prepared {
+        PreparedRecord {
             head: utf8(head),
             leading: leading.into_iter().map(resource_json).collect(),
             trailing: trailing.into_iter().map(resource_json).collect(),
@@ -334,7 +334,7 @@ impl Stamper {
     /// way.
     pub fn encode_prepared(
         &self,
-        prepared: &Prepared,
+        prepared: &PreparedRecord,
         completion: Completion,
         seq: u64,
     ) -> Vec<u8> {
@@ -668,7 +668,7 @@ mod tests {
     /// The prepared record's bytes, and the stamped draft's.
     fn both(c: Case, stream: &str, time_us: i64) -> (Vec<u8>, Vec<u8>) {
         let stamper = Stamper::new(stream, time_us);
-        let prepared = Prepared::new(
+        let prepared = PreparedRecord::new(
             c.actor.clone(),
             &c.action,
             c.leading.clone(),

@@ -10,8 +10,8 @@ use audit::export::PROGRESS_EVERY;
 use audit::merkle::leaf_hash;
 use audit::record::format_time;
 use audit::{
-    Actor, Draft, ExportError, ExportProof, ExportWriter, Failure, Frontier, LocalSigner, Origin,
-    Place, Progress, ProveError, PublicKeys, Record, Report, SignedCheckpoint, prove,
+    Actor, Draft, ExportError, ExportWriter, Failure, Frontier, LocalSigner, Origin, Place,
+    Progress, ProveError, PublicKeys, Record, RecordProof, Report, SignedCheckpoint, prove,
     verify_export,
 };
 use aws_lc_rs::signature::Ed25519KeyPair;
@@ -515,7 +515,7 @@ fn leaves_of(stream: &str, records: u64) -> Vec<audit::Hash> {
 
 /// Checks a proof as an auditor would, from the record's bytes, against the tree of the
 /// first `size` of `leaves`.
-fn check_proof(proof: &ExportProof, keys: &PublicKeys, leaves: &[audit::Hash], size: u64) {
+fn check_proof(proof: &RecordProof, keys: &PublicKeys, leaves: &[audit::Hash], size: u64) {
     let record_bytes = record(&proof.stream, proof.seq);
     assert_eq!(proof.record, record_bytes);
     assert_eq!(proof.leaf, leaf_hash(&record_bytes));
@@ -528,10 +528,14 @@ fn check_proof(proof: &ExportProof, keys: &PublicKeys, leaves: &[audit::Hash], s
     );
     audit::merkle::verify_inclusion(&proof.leaf, proof.seq, size, &proof.proof, &proof.root)
         .expect("the proof verifies");
-    assert_eq!(proof.checkpoint.checkpoint.stream, proof.stream);
-    assert_eq!(proof.checkpoint.checkpoint.size, size);
-    assert_eq!(proof.checkpoint.checkpoint.root, proof.root);
-    assert_eq!(keys.verify(&proof.checkpoint), Ok(()));
+    let checkpoint = proof
+        .checkpoint
+        .as_ref()
+        .expect("prove finds the checkpoint");
+    assert_eq!(checkpoint.checkpoint.stream, proof.stream);
+    assert_eq!(checkpoint.checkpoint.size, size);
+    assert_eq!(checkpoint.checkpoint.root, proof.root);
+    assert_eq!(keys.verify(checkpoint), Ok(()));
 }
 
 #[test]

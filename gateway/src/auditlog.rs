@@ -797,16 +797,7 @@ async fn proof(
     {
         return Err("the proof's root is not the signed checkpoint's".into());
     }
-    print_proof(&ProofView {
-        stream: &proof.stream,
-        seq: proof.seq,
-        record: &proof.record,
-        leaf: &proof.leaf,
-        tree_size: proof.tree_size,
-        root: &proof.root,
-        proof: &proof.proof,
-        checkpoint: proof.checkpoint.as_ref(),
-    });
+    print_proof(&proof);
     Ok(true)
 }
 
@@ -823,45 +814,24 @@ async fn proof_of_export(
     let keys = load_keys(config, key_file.as_deref()).await?;
     let proof = audit::export::prove(dir, stream, seq, tree_size, &keys)
         .map_err(|e| format!("no proof of record {seq} of stream {stream}: {e}"))?;
-    print_proof(&ProofView {
-        stream: &proof.stream,
-        seq: proof.seq,
-        record: &proof.record,
-        leaf: &proof.leaf,
-        tree_size: proof.tree_size,
-        root: &proof.root,
-        proof: &proof.proof,
-        checkpoint: Some(&proof.checkpoint),
-    });
+    print_proof(&proof);
     Ok(true)
-}
-
-/// What `audit proof` prints, from the store or an export.
-struct ProofView<'a> {
-    stream: &'a str,
-    seq: u64,
-    record: &'a [u8],
-    leaf: &'a audit::merkle::Hash,
-    tree_size: u64,
-    root: &'a audit::merkle::Hash,
-    proof: &'a [audit::merkle::Hash],
-    checkpoint: Option<&'a audit::checkpoint::SignedCheckpoint>,
 }
 
 /// Prints a checked proof as pretty JSON: `stream`, `seq`, `record`, `leaf`, `tree_size`,
 /// `root`, `proof` (hex, deepest first) and `checkpoint` (null when none was signed at the
 /// tree's size).
-fn print_proof(view: &ProofView<'_>) {
-    let record: serde_json::Value = serde_json::from_slice(view.record).unwrap_or_default();
+fn print_proof(proof: &audit::RecordProof) {
+    let record: serde_json::Value = serde_json::from_slice(&proof.record).unwrap_or_default();
     let out = serde_json::json!({
-        "stream": view.stream,
-        "seq": view.seq,
+        "stream": proof.stream,
+        "seq": proof.seq,
         "record": record,
-        "leaf": hex::encode(view.leaf),
-        "tree_size": view.tree_size,
-        "root": hex::encode(view.root),
-        "proof": view.proof.iter().map(hex::encode).collect::<Vec<_>>(),
-        "checkpoint": view.checkpoint.map(|cp| serde_json::from_slice::<serde_json::Value>(&cp.encode()).unwrap_or_default()),
+        "leaf": hex::encode(proof.leaf),
+        "tree_size": proof.tree_size,
+        "root": hex::encode(proof.root),
+        "proof": proof.proof.iter().map(hex::encode).collect::<Vec<_>>(),
+        "checkpoint": proof.checkpoint.as_ref().map(|cp| serde_json::from_slice::<serde_json::Value>(&cp.encode()).unwrap_or_default()),
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
 }

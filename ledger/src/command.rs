@@ -306,7 +306,7 @@ pub(crate) struct Command {
     pub scope: Option<crate::audit_log::AuditScope>,
     /// Its record's known part, encoded on the request's task (`audit_log::prepare`); `None`
     /// with the audit log off.
-    pub prepared: Option<Box<audit::Prepared>>,
+    pub prepared: Option<Box<audit::PreparedRecord>>,
 }
 
 impl Command {

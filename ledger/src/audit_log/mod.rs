@@ -142,10 +142,10 @@ pub(crate) fn command_draft(cmd: &Command, result: &Reply) -> Draft {
 }
 
 /// The part of a command's record known before it is executed, stamped and encoded on the
-/// request's task rather than by the committer (`audit::Prepared`).
-pub(crate) fn prepare(cmd: &Command) -> audit::Prepared {
+/// request's task rather than by the committer (`audit::PreparedRecord`).
+pub(crate) fn prepare(cmd: &Command) -> audit::PreparedRecord {
     let (actor, origin) = who(cmd);
-    audit::Prepared::new(
+    audit::PreparedRecord::new(
         actor,
         action(&cmd.op),
         named(&cmd.op),

@@ -107,26 +107,8 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
-/// A record, its leaf, and the path to a root.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InclusionProof {
-    /// The stream.
-    pub stream: String,
-    /// The record's sequence (leaf index).
-    pub seq: u64,
-    /// The record's stored bytes.
-    pub record: Vec<u8>,
-    /// Its leaf hash.
-    pub leaf: Hash,
-    /// The tree the proof is against.
-    pub tree_size: u64,
-    /// That tree's root.
-    pub root: Hash,
-    /// The audit path (RFC 9162 section 2.1.3).
-    pub proof: Vec<Hash>,
-    /// The signed checkpoint of that tree, if there is one.
-    pub checkpoint: Option<SignedCheckpoint>,
-}
+/// A record, its leaf, the path to a root, and the checkpoint of that tree if one was signed.
+pub type InclusionProof = audit::RecordProof;
 
 /// Proof that one tree extends another.
 #[derive(Clone, Debug, PartialEq, Eq)]

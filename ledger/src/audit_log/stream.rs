@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 
 use audit::merkle::{Frontier, Hash, leaf_hash};
-use audit::{Completion, Draft, Prepared, Stamper};
+use audit::{Completion, Draft, PreparedRecord, Stamper};
 use serde::{Deserialize, Serialize};
 
 use super::block::{self, Block, Stored};
@@ -104,8 +104,8 @@ impl Shared {
 pub(crate) enum Entry<'a> {
     /// Stamped and encoded whole by the committer.
     Draft(Draft),
-    /// Its known part encoded ahead (`audit::Prepared`), completed by the commit.
-    Prepared(&'a Prepared, Completion),
+    /// Its known part encoded ahead (`audit::PreparedRecord`), completed by the commit.
+    Prepared(&'a PreparedRecord, Completion),
 }
 
 /// The records of one batch, made but not yet committed.
