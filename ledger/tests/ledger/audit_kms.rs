@@ -95,6 +95,21 @@ fn checkpoint(size: u64) -> Checkpoint {
     }
 }
 
+/// The public key of a new P-256 key on the test server, under the name `key_id`: an impostor.
+async fn another_key_named(key_id: &str) -> PublicKey {
+    let (_, other_arn) = signing_key().await;
+    let other = connect(&other_arn)
+        .await
+        .unwrap()
+        .public_key()
+        .await
+        .unwrap();
+    PublicKey {
+        key_id: key_id.to_owned(),
+        ..other
+    }
+}
+
 fn keys_of(key: PublicKey) -> PublicKeys {
     let mut keys = PublicKeys::new();
     keys.add(key).unwrap();
@@ -178,18 +193,9 @@ async fn a_checkpoint_signed_in_kms_verifies_with_its_public_key_and_a_changed_o
     assert_eq!(keys.verify(&swapped), bad_signature(&arn));
 
     // Another KMS key's public key under this key's name does not verify it.
-    let (_, other_arn) = signing_key().await;
-    let other = connect(&other_arn)
-        .await
-        .unwrap()
-        .public_key()
-        .await
-        .unwrap();
+    let other = another_key_named(&arn).await;
     assert_ne!(other.key, public.key);
-    let impostor = keys_of(PublicKey {
-        key_id: arn.clone(),
-        ..other
-    });
+    let impostor = keys_of(other);
     assert_eq!(impostor.verify(&signed), bad_signature(&arn));
 }
 
@@ -383,18 +389,7 @@ async fn a_ledger_signing_with_kms_writes_a_log_that_verifies_with_the_kms_publi
     assert_eq!(summary.checkpoints, checkpoints.len() as u64);
 
     // Another P-256 key under the same name, or only an Ed25519 key: the log does not verify.
-    let (_, other_arn) = signing_key().await;
-    let other = connect(&other_arn)
-        .await
-        .unwrap()
-        .public_key()
-        .await
-        .unwrap();
-    let (_, streams) = verify(keys_of(PublicKey {
-        key_id: arn.clone(),
-        ..other
-    }))
-    .await;
+    let (_, streams) = verify(keys_of(another_key_named(&arn).await)).await;
     let failure = streams[0].as_ref().unwrap_err();
     assert!(
         failure.problem.contains("does not verify with public key"),
