@@ -190,14 +190,31 @@ impl Draft {
 pub struct Stamper {
     stream: String,
     time: String,
+    /// `{"v":…,"stream":…,"seq":`, which every record of the commit begins with.
+    opening: Vec<u8>,
+    /// `,"time":…`, which follows the sequence number.
+    time_json: Vec<u8>,
 }
 
 impl Stamper {
     /// For records of `stream` made at `time_us` (microseconds since the Unix epoch).
     pub fn new(stream: &str, time_us: i64) -> Stamper {
+        let stream = bounded(stream.to_owned(), FIELD_LEN_MAX);
+        let time = format_time(time_us);
+        let mut opening = Vec::with_capacity(32 + stream.len());
+        opening.extend_from_slice(b"{\"v\":");
+        json(&mut opening, &SCHEMA_VERSION);
+        opening.extend_from_slice(b",\"stream\":");
+        json(&mut opening, &stream);
+        opening.extend_from_slice(b",\"seq\":");
+        let mut time_json = Vec::with_capacity(48);
+        time_json.extend_from_slice(b",\"time\":");
+        json(&mut time_json, &time);
         Stamper {
-            stream: bounded(stream.to_owned(), FIELD_LEN_MAX),
-            time: format_time(time_us),
+            stream,
+            time,
+            opening,
+            time_json,
         }
     }
 
@@ -316,11 +333,15 @@ fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let _ = serde_json::to_writer(out, value);
 }
 
-/// A resource id cleaned as stamping cleans it, encoded.
+/// A resource id cleaned as stamping cleans it, encoded: quoted, as its characters (all
+/// [`resource_char`]s, ASCII) need no escaping in JSON.
 fn resource_json(id: String) -> String {
-    let mut out = Vec::with_capacity(id.len() + 2);
-    json(&mut out, &resource_id(id));
-    utf8(out)
+    let id = resource_id(id);
+    let mut out = String::with_capacity(id.len() + 2);
+    out.push('"');
+    out.push_str(&id);
+    out.push('"');
+    out
 }
 
 /// JSON text is UTF-8: `serde_json` writes nothing else.
@@ -349,20 +370,15 @@ impl Stamper {
         let count = prepared.leading.len() + made.len() + prepared.trailing.len();
         let resource_bytes: usize = resources().map(|r| r.len() + 1).sum();
         let mut out = Vec::with_capacity(
-            96 + self.stream.len()
-                + self.time.len()
+            96 + self.opening.len()
+                + self.time_json.len()
                 + prepared.head.len()
                 + resource_bytes
                 + prepared.origin.len(),
         );
-        out.extend_from_slice(b"{\"v\":");
-        json(&mut out, &SCHEMA_VERSION);
-        out.extend_from_slice(b",\"stream\":");
-        json(&mut out, &self.stream);
-        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(&self.opening);
         json(&mut out, &seq);
-        out.extend_from_slice(b",\"time\":");
-        json(&mut out, &self.time);
+        out.extend_from_slice(&self.time_json);
         out.extend_from_slice(prepared.head.as_bytes());
         // As `stamp` cuts: past the bound, the first RESOURCES_MAX - 1 and how many more.
         let kept = if count > RESOURCES_MAX {
