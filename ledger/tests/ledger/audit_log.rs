@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use audit::checkpoint::PublicKeys;
 use audit::verify::Place;
-use ledger::audit_log::block::{Block, FORMAT_AUDIT_BLOCK_V1};
+use ledger::audit_log::block::Block;
 use ledger::audit_log::{CheckpointSigner, LocalCheckpointSigner};
 use ledger::store::dynamodb::{DynamoConfig, DynamoStore};
 use ledger::store::sqlite::SqliteStore;
@@ -422,7 +422,7 @@ async fn overwrite(place: &Place_, item: Option<Item>, key: &Key) {
 }
 
 fn encode_block(block: &Block) -> Vec<u8> {
-    ledger::codec::encode_as(FORMAT_AUDIT_BLOCK_V1, block)
+    ledger::audit_log::block::encode(block)
 }
 
 async fn tamper_is_caught(kind: Kind, tamper: Tamper) {
