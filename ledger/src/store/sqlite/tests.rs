@@ -440,3 +440,55 @@ fn the_committer_s_table_reads_answer_its_conditions_only_until_a_write() {
     .join()
     .expect("committer thread");
 }
+
+/// The nice values of this process's materializer threads (Linux names threads in `comm`,
+/// cut to 15 bytes).
+#[cfg(target_os = "linux")]
+fn materializer_nice_values() -> Vec<i32> {
+    let mut values = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
+        let dir = task.expect("task").path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // the thread ended
+        };
+        if comm.trim_end() != "sqlite-material" {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // Fields after the command's closing parenthesis start at the third (state); nice is
+        // the nineteenth.
+        let after = stat.rsplit_once(')').expect("stat").1;
+        let nice = after.split_whitespace().nth(19 - 3).expect("nice field");
+        values.push(nice.parse().expect("a number"));
+    }
+    values
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_materializer_runs_below_the_committers_priority() {
+    let me = Some(rustix::thread::gettid());
+    let mine = rustix::process::getpriority_process(me).expect("nice");
+    let expected = (mine + MATERIALIZER_NICE_STEPS).min(NICE_MAX);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Opened on this thread, as the service opens it on the thread the committer will use.
+    let store = SqliteStore::open(&dir.path().join("db")).expect("open");
+    // The thread lowers its own priority as it starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !materializer_nice_values().contains(&expected) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no materializer thread at nice {expected}: {:?}",
+            materializer_nice_values()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The opening thread keeps the priority it had.
+    assert_eq!(
+        rustix::process::getpriority_process(me).expect("nice"),
+        mine
+    );
+    drop(store);
+}
