@@ -64,6 +64,7 @@ const TABLE_READS_MAX: usize = 1 << 16;
 /// share of a busy core, and all of an idle one (`bench/README.md`).
 pub const MATERIALIZER_NICE_STEPS: i32 = 10;
 /// The lowest priority: the largest nice value.
+#[cfg(target_os = "linux")]
 const NICE_MAX: i32 = 19;
 
 /// Bounds of the journal and the overlay.
