@@ -74,6 +74,27 @@ mod tests {
     use super::*;
     use crate::store::Key;
 
+    /// A format byte names one shape of one kind of item, whatever module writes it.
+    #[test]
+    fn format_bytes_are_distinct() {
+        let all = [
+            FORMAT_POSTCARD_V1,
+            FORMAT_ENTRY_PAGE_V1,
+            FORMAT_TRANSFER_PACK_V1,
+            FORMAT_ACCOUNT_HEAD_V2,
+            FORMAT_ENTRY_PAGE_V2,
+            FORMAT_BATCH_RECORD_V1,
+            FORMAT_TRANSFER_V2,
+            FORMAT_TRANSFER_PACK_V2,
+            FORMAT_RECORD_V2,
+            crate::audit_log::block::FORMAT_AUDIT_BLOCK_V1,
+            crate::audit_log::block::FORMAT_AUDIT_BLOCK_V2,
+            crate::audit_log::checkpointer::FORMAT_AUDIT_CHECKPOINT_V1,
+        ];
+        let distinct: std::collections::BTreeSet<u8> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), all.len(), "{all:?}");
+    }
+
     #[test]
     fn round_trip_and_corruption() {
         let item = |body: Vec<u8>| Item {

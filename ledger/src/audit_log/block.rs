@@ -30,7 +30,7 @@ use crate::store::{Condition, Item, WriteOp};
 pub const FORMAT_AUDIT_BLOCK_V1: u8 = 10;
 /// Format byte of an audit block as written: the postcard block's size (`u32`, little-endian),
 /// then the postcard block compressed with LZ4 (its block format, no frame).
-pub const FORMAT_AUDIT_BLOCK_V2: u8 = 11;
+pub const FORMAT_AUDIT_BLOCK_V2: u8 = 12;
 /// Largest block before compression, in bytes: within DynamoDB's 400 KB items even were LZ4 to
 /// gain nothing (it adds at most 0.4 %), with room for the key.
 pub const AUDIT_BLOCK_BYTES_MAX: usize = 256 * 1024;
