@@ -318,6 +318,23 @@ mod tests {
         assert!(matches!(Block::decode(&short), Err(Error::Corrupt(_))));
     }
 
+    #[test]
+    fn the_largest_blocks_written_state_sizes_within_the_bound() {
+        let stated = |item: &Item| u32::from_le_bytes(item.body[1..5].try_into().expect("4"));
+        // A block filled to the byte, and a block of the largest record stamping makes.
+        let full = stored(AUDIT_BLOCK_BYTES_MAX - AUDIT_BLOCK_RECORD_OVERHEAD);
+        let largest = stored(audit::record::record_bytes_max(
+            audit::record::RESOURCES_MAX,
+        ));
+        let ops = blocks("w-1", 0, vec![full.clone(), largest.clone()]);
+        assert_eq!(ops.len(), 2);
+        for (op, record) in ops.into_iter().zip([full, largest]) {
+            let item = item_of(op);
+            assert!(stated(&item) as usize <= AUDIT_BLOCK_DECODED_MAX);
+            assert_eq!(Block::decode(&item).expect("decode").records, vec![record]);
+        }
+    }
+
     proptest::proptest! {
         /// Whatever a compressed block's bytes are, reading it gives a block or an error.
         #[test]

@@ -492,3 +492,27 @@ async fn the_materializer_runs_below_the_committers_priority() {
     );
     drop(store);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_materializer_below_a_low_priority_opener_runs_at_the_lowest_priority() {
+    // Opened on a thread of its own at nice 15: 10 steps down is past 19, the lowest.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let store = std::thread::spawn(move || {
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), 15).expect("nice");
+        SqliteStore::open(&path).expect("open")
+    })
+    .join()
+    .expect("opener");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !materializer_nice_values().contains(&NICE_MAX) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no materializer thread at nice {NICE_MAX}: {:?}",
+            materializer_nice_values()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(store);
+}
